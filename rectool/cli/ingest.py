@@ -1,0 +1,72 @@
+"""CLI for the first stages: ``synth`` (built-in default data) and ``convert`` (raw logs to parquet)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+import typer
+
+from rectool import console
+from rectool.cli.options import OutputOpt, OverwriteOpt, QuietOpt, SeedOpt
+from rectool.ingest.formats import FORMAT_NAMES
+
+
+def synth(
+    output: OutputOpt,
+    dataset: Annotated[str, typer.Option(help="tianchi (next-day purchase task) or userbehavior (retrieval).")]
+    = "tianchi",
+    users: Annotated[int | None, typer.Option(help="Users [tianchi 3000, userbehavior 10000].")] = None,
+    items: Annotated[int | None, typer.Option(help="Items [tianchi 300000, userbehavior 100000].")] = None,
+    categories: Annotated[int | None, typer.Option(help="Categories [tianchi 2000, userbehavior 1000].")] = None,
+    rows: Annotated[int | None, typer.Option(help="Approximate log rows [1165 per user / 101 per user].")] = None,
+    days: Annotated[int | None, typer.Option(help="Days of log [31 from 2014-11-18 / 9 from 2017-11-25].")] = None,
+    layout: Annotated[str, typer.Option(help="Tianchi layouts: offline (CSV+header), online (TSV parts A/B), "
+                                              "or both.")] = "both",
+    seed: SeedOpt = 2014,
+    overwrite: OverwriteOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Generate realistic raw behaviour logs in the public Tianchi or UserBehavior formats.
+
+    Full Tianchi scale: --users 20000 --items 4758484 --categories 9557 --rows 23291027.
+    """
+    from rectool.errors import UserError
+    from rectool.ingest.synth import synth_tianchi, synth_userbehavior
+
+    console.set_quiet(quiet)
+    if layout not in ("offline", "online", "both"):
+        raise UserError(f"--layout {layout}: choose offline, online or both")
+    sizes = {k: v for k, v in dict(users=users, items=items, categories=categories, rows=rows, days=days).items()
+             if v is not None}
+    if dataset == "tianchi":
+        counts = synth_tianchi(output, seed=seed, layout=layout, overwrite=overwrite,  # type: ignore[arg-type]
+                               **sizes)
+    elif dataset == "userbehavior":
+        counts = synth_userbehavior(output, seed=seed, overwrite=overwrite, **sizes)
+    else:
+        raise UserError(f"--dataset {dataset}: choose tianchi or userbehavior")
+    console.summary(f"synth {dataset}", {"output": str(output), **counts})
+    console.emit_path(output)
+
+
+def convert(
+    inputs: Annotated[list[str], typer.Argument(help="Raw files or globs (plain or gzip); several allowed.",
+                                                show_default=False)],
+    output: OutputOpt,
+    format: Annotated[str, typer.Option("--format", "-f", help=f"One of {', '.join(FORMAT_NAMES)}.")]
+    = "tianchi-user",
+    schema: Annotated[Path | None, typer.Option(help="YAML column spec for --format generic.")] = None,
+    on_bad_rows: Annotated[str, typer.Option(help="error: stop at the first bad row; skip: drop and count them.")]
+    = "error",
+    overwrite: OverwriteOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Convert raw CSV/TSV logs to parquet: events partitioned by day, or the deduplicated item subset."""
+    from rectool.ingest.convert import convert as run_convert
+
+    console.set_quiet(quiet)
+    mode: Literal["error", "skip"] = on_bad_rows  # type: ignore[assignment]
+    result = run_convert(inputs, output, fmt=format, schema=schema, on_bad_rows=mode, overwrite=overwrite)
+    console.summary(f"convert {format}", result)
+    console.emit_path(output)

@@ -1,0 +1,510 @@
+"""``rectool convert``: raw CSV/TSV logs (plain or gzip) to parquet, streaming.
+
+Inputs
+    One or more files or globs in one of the layouts of ``rectool.ingest.formats``
+    (the online Tianchi parts A and B are simply two inputs). The delimiter and
+    the header line are detected per file when the format leaves them open.
+
+Outputs
+    ``events``: a dataset hive-partitioned by day, ``OUT/dt=2014-12-18/part-0.parquet``
+    (zstd), schema ``user_id int64, item_id int64, category_id int64, behavior int8,
+    time timestamp[ms], geohash string`` (+ extra generic columns); without times it
+    is one flat dataset.
+    ``items``: ``OUT/part-00000.parquet`` with ``item_id, category_id, geohashes``,
+    one row per item.
+    Both carry ``_meta.json`` (rows per day, bad rows and their first examples).
+
+Memory stays flat however large the input: files are read in blocks by Arrow's
+streaming CSV reader (parsing on all cores) and written by ``pyarrow.dataset``.
+
+Bad rows
+    ``error`` (default) stops at the first bad row with ``file:line: reason: text``;
+    ``skip`` drops bad rows, counts them and keeps the first examples in
+    ``_meta.json``. Nothing is left at the output path when a conversion fails.
+
+Example::
+
+    rectool convert --format tianchi-user data/raw/offline/tianchi_fresh_comp_train_user.csv \\
+        --output data/events
+"""
+
+from __future__ import annotations
+
+import gzip
+import itertools
+import os
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+
+from rectool import console
+from rectool.artifacts import PartitionedWriter, PartWriter, atomic_dir, expand_paths, write_meta
+from rectool.errors import UserError
+from rectool.ingest.formats import (
+    BEHAVIOR_NAMES,
+    BUILTIN_FORMATS,
+    EVENTS_SCHEMA,
+    ITEMS_SCHEMA,
+    FormatSpec,
+    load_format,
+)
+
+BadRowMode = Literal["error", "skip"]
+MAX_EXAMPLES = 5
+BLOCK_SIZE = 2 << 20
+_INT = re.compile(r"^\s*-?\d+\s*$")
+_FLOAT = r"^\s*[-+]?(\d+\.?\d*([eE][-+]?\d+)?|\.\d+([eE][-+]?\d+)?|nan|NaN|inf|-inf)\s*$"
+
+
+# ----------------------------------------------------------------------------- input files
+
+
+@dataclass
+class RawFile:
+    """One input file with what was sniffed from its first line."""
+
+    path: Path
+    gzip: bool
+    delimiter: str
+    header: bool
+    size: int
+
+    def open_stream(self) -> tuple[pa.NativeFile, pa.NativeFile]:
+        """(raw file for progress, decompressed stream for the reader)."""
+        raw = pa.OSFile(str(self.path), "rb")
+        return raw, (pa.CompressedInputStream(raw, "gzip") if self.gzip else raw)
+
+    def lines(self) -> Iterator[bytes]:
+        opener = gzip.open if self.gzip else open
+        with opener(self.path, "rb") as fh:  # type: ignore[operator]
+            yield from fh
+
+
+def _is_gzip(path: Path) -> bool:
+    with open(path, "rb") as fh:
+        return fh.read(2) == b"\x1f\x8b"
+
+
+def _first_line(path: Path, compressed: bool) -> str:
+    opener = gzip.open if compressed else open
+    try:
+        with opener(path, "rb") as fh:  # type: ignore[operator]
+            return fh.readline(1 << 20).decode("utf-8", errors="replace").rstrip("\r\n")
+    except (OSError, EOFError) as exc:
+        raise UserError(f"{path}: cannot read ({exc}); is it a complete gzip or text file?") from exc
+
+
+def _suggest_format(fields: list[str]) -> str:
+    lowered = [f.strip().lower() for f in fields]
+    for name, spec in BUILTIN_FORMATS.items():
+        if lowered == [c.name for c in spec.columns]:
+            return f"; this looks like --format {name}"
+    return ""
+
+
+def sniff(path: Path, spec: FormatSpec, fmt_name: str) -> RawFile:
+    compressed = _is_gzip(path)
+    line = _first_line(path, compressed)
+    n_cols = len(spec.columns)
+    if spec.delimiter != "auto":
+        delim = spec.delimiter
+    else:
+        fitting = [d for d in (",", "\t", "|", ";", " ") if line.count(d) == n_cols - 1]
+        delim = fitting[0] if fitting else ("\t" if "\t" in line else ",")
+    fields = line.split(delim)
+    expected = [c.name for c in spec.columns]
+    looks_like_header = fields[0].strip().lower() == expected[0] or (
+        bool(fields[0].strip()) and not _INT.match(fields[0]) and all(not _INT.match(f) for f in fields))
+    header = looks_like_header if spec.header == "auto" else bool(spec.header)
+    if header and [f.strip().lower() for f in fields] != expected:
+        raise UserError(f"{path}: line 1 has header columns {','.join(fields)} but --format {fmt_name} expects "
+                        f"{','.join(expected)}{_suggest_format(fields)}")
+    if not header and line and len(fields) != n_cols:
+        raise UserError(f"{path}: line 1 has {len(fields)} field(s) split by {delim!r} but --format {fmt_name} "
+                        f"expects {n_cols} ({','.join(expected)}): {line[:120]!r}{_suggest_format(fields)}")
+    return RawFile(path, compressed, delim, header, path.stat().st_size)
+
+
+# ----------------------------------------------------------------------------- bad rows
+
+
+@dataclass
+class BadRows:
+    mode: BadRowMode
+    count: int = 0
+    examples: list[dict] = field(default_factory=list)
+    max_examples: int = MAX_EXAMPLES
+
+    def add(self, file: Path, reason: str, text: str, line: int | None = None) -> None:
+        self.count += 1
+        if len(self.examples) < self.max_examples:
+            self.examples.append({"file": str(file), "line": line, "reason": reason, "text": text[:300]})
+
+    def fail(self, file: Path, line: int | None, reason: str, text: str) -> None:
+        where = f"{file}:{line}" if line is not None else str(file)
+        raise UserError(f"{where}: {reason}: {text[:200]!r}; fix the row or pass --on-bad-rows skip")
+
+    def locate_examples(self) -> None:
+        """Fill in the line numbers of the kept examples (one scan per file, only when needed)."""
+        by_file: dict[str, list[dict]] = {}
+        for ex in self.examples:
+            if ex["line"] is None:
+                by_file.setdefault(ex["file"], []).append(ex)
+        for path, exs in by_file.items():
+            wanted = {ex["text"].encode(): ex for ex in exs}
+            raw = RawFile(Path(path), _is_gzip(Path(path)), ",", False, 0)
+            for no, line in enumerate(raw.lines(), start=1):
+                ex = wanted.pop(line.rstrip(b"\r\n"), None)
+                if ex is not None:
+                    ex["line"] = no
+                    if not wanted:
+                        break
+
+
+def _first_bad_row(raw: RawFile, spec: FormatSpec) -> dict | None:
+    """Slow path after Arrow rejected a block in error mode: re-read the file the forgiving way
+    (as in skip mode, with the same checks) and return the earliest bad row with its line."""
+    probe = ConvertStats(bad=BadRows("skip", max_examples=64))
+    for _ in _batches([raw], spec, "skip", probe, console._NullBar()):
+        if probe.bad.examples:
+            break
+    probe.bad.locate_examples()
+    located = [ex for ex in probe.bad.examples if ex["line"] is not None] or probe.bad.examples
+    return min(located, key=lambda ex: ex["line"] or 0) if located else None
+
+
+# ----------------------------------------------------------------------------- normalisation
+
+
+def _arrow_read_types(spec: FormatSpec, typed: bool) -> dict[str, pa.DataType]:
+    """Column types for Arrow's reader: typed (fast path) or all strings (skip mode)."""
+    types: dict[str, pa.DataType] = {}
+    for c in spec.columns:
+        few_values = c.type == "behavior" or (c.type == "timestamp" and c.format and "%M" not in c.format
+                                              and "%S" not in c.format and not c.format.startswith("unix"))
+        if c.type == "behavior_code" and typed:
+            types[c.name] = pa.int8()
+        elif few_values or c.type == "behavior_code":
+            types[c.name] = pa.dictionary(pa.int32(), pa.string())  # parse the few distinct values once
+        elif typed and c.type in ("int64", "int32", "float64", "float32"):
+            types[c.name] = {"int64": pa.int64(), "int32": pa.int32(), "float64": pa.float64(),
+                             "float32": pa.float32()}[c.type]
+        elif typed and c.type == "timestamp" and c.format in ("unix_s", "unix_ms"):
+            types[c.name] = pa.int64()
+        else:
+            types[c.name] = pa.string()
+    return types
+
+
+def _behavior_codes(values: pa.Array) -> pa.Array:
+    """Map the distinct raw behaviour values ('1'..'4' or pv/fav/cart/buy) to codes, 0 if unknown."""
+    codes = []
+    for v in values.to_pylist():
+        s = (v or "").strip().lower()
+        if s in ("1", "2", "3", "4"):
+            codes.append(int(s))
+        else:
+            codes.append(BEHAVIOR_NAMES.get(s, 0))
+    return pa.array(codes, pa.int8())
+
+
+def _as_plain(arr: pa.Array) -> pa.Array:
+    return arr.dictionary_decode() if pa.types.is_dictionary(arr.type) else arr
+
+
+def _convert_strings(arr: pa.Array, kind: str) -> tuple[pa.Array, pa.Array]:
+    """(typed array, valid mask) from a string column (skip mode): bad numbers become invalid."""
+    arr = _as_plain(arr)
+    pattern = _INT.pattern if kind.startswith("int") else _FLOAT
+    ok = pc.fill_null(pc.match_substring_regex(arr, pattern), False)
+    empty = pc.fill_null(pc.equal(pc.utf8_trim_whitespace(arr), ""), True)
+    cleaned = pc.if_else(ok, pc.utf8_trim_whitespace(arr), pa.scalar(None, pa.string()))
+    typed = pc.cast(cleaned, {"int64": pa.int64(), "int32": pa.int32(), "float64": pa.float64(),
+                              "float32": pa.float32(), "unix": pa.int64()}[kind])
+    return typed, pc.or_(ok, empty)
+
+
+@dataclass
+class Normalised:
+    table: pa.Table
+    bad: pa.Array | None                # boolean mask over the input batch, or None
+    reasons: list[tuple[pa.Array, str]]  # (mask, reason) pairs to explain bad rows
+
+
+def normalise(batch: pa.RecordBatch, spec: FormatSpec, typed: bool, offset_s: int) -> Normalised:
+    """One raw batch -> the output schema (+ ``dt`` partition for timed events)."""
+    out: dict[str, pa.Array] = {}
+    reasons: list[tuple[pa.Array, str]] = []
+    n = batch.num_rows
+    for c in spec.columns:
+        arr = batch.column(c.name)
+        name = spec.output_name(c.name)
+        if c.type in ("behavior", "behavior_code"):
+            if pa.types.is_dictionary(arr.type):
+                codes = pc.take(_behavior_codes(arr.dictionary), arr.indices)
+            else:  # already int8 codes: anything outside 1-4 is bad
+                codes = pc.if_else(pc.and_(pc.greater_equal(arr, 1), pc.less_equal(arr, 4)), arr,
+                                   pa.scalar(0, pa.int8()))
+            bad = pc.fill_null(pc.equal(codes, 0), True)
+            reasons.append((bad, f"{c.name} is not one of 1-4 or pv/fav/cart/buy"))
+            out[name] = codes
+        elif c.type == "timestamp":
+            if c.format in ("unix_s", "unix_ms"):
+                if typed:
+                    secs, ok = arr, pa.array([True] * n)
+                else:
+                    secs, ok = _convert_strings(arr, "unix")
+                    reasons.append((pc.invert(ok), f"{c.name} is not a unix timestamp"))
+                if c.format == "unix_ms":
+                    secs = pc.divide(secs, 1000)
+                secs = pc.add(secs, offset_s)
+                out[name] = pc.cast(secs, pa.timestamp("s"))
+            else:
+                plain = arr
+                if pa.types.is_dictionary(arr.type):  # parse each distinct value once
+                    parsed = pc.strptime(arr.dictionary, format=c.format, unit="s", error_is_null=True)
+                    times = pc.take(parsed, arr.indices)
+                else:
+                    times = pc.strptime(plain, format=c.format, unit="s", error_is_null=True)
+                bad = pc.and_(pc.is_null(times), pc.is_valid(arr))
+                reasons.append((pc.fill_null(bad, False), f"{c.name} does not match format {c.format!r}"))
+                out[name] = times
+        elif c.type == "string":  # the reader already turned empty fields into nulls
+            out[name] = _as_plain(arr)
+        else:
+            if typed:
+                out[name] = arr
+            else:
+                typed_arr, ok = _convert_strings(arr, c.type)
+                reasons.append((pc.invert(ok), f"column {c.name} is not a number"))
+                out[name] = typed_arr
+    # required fields: ids must be present
+    for required in ("user_id", "item_id") if spec.kind == "events" else ("item_id",):
+        reasons.append((pc.is_null(out[required]), f"{required} is empty"))
+    if spec.kind == "events":
+        if "time" in out:
+            reasons.append((pc.is_null(out["time"]), "time is empty"))
+        if "behavior" not in out:
+            out["behavior"] = pa.array([spec.behavior_default or 1] * n, pa.int8()) if n else pa.array([], pa.int8())
+        if "category_id" not in out:
+            out["category_id"] = pa.nulls(n, pa.int64())
+        if "geohash" not in out:
+            out["geohash"] = pa.nulls(n, pa.string())
+    else:
+        out.setdefault("category_id", pa.nulls(n, pa.int64()))
+        out.setdefault("geohash", pa.nulls(n, pa.string()))
+    bad_any = None
+    for mask, _ in reasons:
+        bad_any = mask if bad_any is None else pc.or_(bad_any, mask)
+    table = pa.table(out)
+    if bad_any is not None and pc.any(bad_any).as_py():
+        table = table.filter(pc.invert(bad_any))
+    else:
+        bad_any = None
+    return Normalised(table, bad_any, reasons)
+
+
+def _order_columns(table: pa.Table, spec: FormatSpec) -> pa.Table:
+    """Events schema first (cast to its types), extra generic columns after."""
+    if spec.kind != "events":
+        return table
+    cols = [table.column(f.name).cast(f.type) if f.name in table.column_names else pa.nulls(table.num_rows, f.type)
+            for f in EVENTS_SCHEMA if f.name != "time" or "time" in table.column_names]
+    names = [f.name for f in EVENTS_SCHEMA if f.name != "time" or "time" in table.column_names]
+    extra = [c for c in table.column_names if c not in names]
+    return pa.table(cols + [table.column(c) for c in extra], names=names + extra)
+
+
+def _day_labels(table: pa.Table) -> pa.DictionaryArray:
+    """The ``dt`` partition of every row: a dictionary of day strings, formatted once per distinct day."""
+    days = pc.dictionary_encode(pc.cast(table.column("time"), pa.date32())).combine_chunks()
+    labels = pc.strftime(pc.cast(days.dictionary, pa.timestamp("s")), format="%Y-%m-%d")
+    return pa.DictionaryArray.from_arrays(days.indices, labels)
+
+
+# ----------------------------------------------------------------------------- the stream
+
+
+@dataclass
+class ConvertStats:
+    files: int = 0
+    bytes: int = 0
+    rows: int = 0
+    bad: BadRows = field(default_factory=lambda: BadRows("error"))
+    rows_per_day: dict[str, int] = field(default_factory=dict)
+
+
+def _batches(files: list[RawFile], spec: FormatSpec, mode: BadRowMode, stats: ConvertStats,
+             bar: console._Bar | console._NullBar) -> Iterator[pa.Table]:
+    typed = mode == "error"
+    col_types = _arrow_read_types(spec, typed)
+    offset_s = int(round(spec.utc_offset_hours * 3600))
+    for raw in files:
+        def on_invalid(row: pacsv.InvalidRow, raw: RawFile = raw) -> str:
+            if mode == "error":
+                return "error"
+            stats.bad.add(raw.path, f"expected {row.expected_columns} fields, got {row.actual_columns}", row.text)
+            return "skip"
+
+        read_opts = pacsv.ReadOptions(column_names=spec.raw_names, skip_rows=1 if raw.header else 0,
+                                      block_size=BLOCK_SIZE, use_threads=True)
+        parse_opts = pacsv.ParseOptions(delimiter=raw.delimiter, invalid_row_handler=on_invalid,
+                                        newlines_in_values=False)
+        conv_opts = pacsv.ConvertOptions(column_types=col_types, strings_can_be_null=True,
+                                         quoted_strings_can_be_null=True)
+        source, stream = raw.open_stream()
+        rows_before = 0
+        last_pos = 0
+        try:
+            reader = pacsv.open_csv(stream, read_options=read_opts, parse_options=parse_opts,
+                                    convert_options=conv_opts)
+            while True:
+                try:
+                    batch = reader.read_next_batch()
+                except StopIteration:
+                    break
+                norm = normalise(batch, spec, typed, offset_s)
+                if norm.bad is not None:
+                    _handle_bad(norm, batch, raw, spec, mode, rows_before, stats)
+                rows_before += batch.num_rows
+                table = _order_columns(norm.table, spec)
+                stats.rows += table.num_rows
+                pos = source.tell()
+                bar.advance(pos - last_pos)
+                last_pos = pos
+                if table.num_rows:
+                    yield table
+        except pa.ArrowInvalid as exc:
+            if "Empty CSV file" in str(exc):
+                continue
+            if mode == "skip":
+                raise UserError(f"{raw.path}: {str(exc).splitlines()[0]}") from exc
+            found = _first_bad_row(raw, spec)
+            if found is None:
+                raise UserError(f"{raw.path}: {str(exc).splitlines()[0]}; fix the file or pass --on-bad-rows skip") \
+                    from exc
+            stats.bad.fail(raw.path, found["line"], found["reason"], found["text"])
+        except (OSError, EOFError) as exc:
+            raise UserError(f"{raw.path}: read failed ({str(exc).splitlines()[0]}); is the file complete?") from exc
+        finally:
+            source.close()
+        bar.advance(raw.size - last_pos)
+        stats.files += 1
+        stats.bytes += raw.size
+
+
+def _handle_bad(norm: Normalised, batch: pa.RecordBatch, raw: RawFile, spec: FormatSpec, mode: BadRowMode,
+                rows_before: int, stats: ConvertStats) -> None:
+    bad_idx = pc.indices_nonzero(norm.bad).to_numpy()
+    def text_of(i: int) -> str:
+        return raw.delimiter.join("" if v is None else str(v)
+                                  for v in (_as_plain(batch.column(c.name))[int(i)].as_py() for c in spec.columns))
+    def reason_of(i: int) -> str:
+        return next((r for m, r in norm.reasons if m[int(i)].as_py()), "bad row")
+    if mode == "error":
+        i = int(bad_idx[0])
+        line = rows_before + i + 1 + (1 if raw.header else 0)
+        stats.bad.fail(raw.path, line, reason_of(i), _read_line(raw, line) or text_of(i))
+    room = max(0, stats.bad.max_examples - len(stats.bad.examples))
+    for i in bad_idx[:room]:
+        stats.bad.add(raw.path, reason_of(i), text_of(i))
+    stats.bad.count += len(bad_idx) - min(len(bad_idx), room)
+
+
+def _read_line(raw: RawFile, line_no: int) -> str | None:
+    for no, line in enumerate(raw.lines(), start=1):
+        if no == line_no:
+            return line.decode("utf-8", errors="replace").rstrip("\r\n")
+    return None
+
+
+# ----------------------------------------------------------------------------- entry point
+
+
+def convert(inputs: Sequence[str | os.PathLike[str]], output: str | os.PathLike[str], fmt: str = "tianchi-user",
+            schema: str | os.PathLike[str] | None = None, on_bad_rows: BadRowMode = "error",
+            overwrite: bool = False) -> dict:
+    """Convert raw logs to an events or items dataset; returns the summary figures."""
+    if on_bad_rows not in ("error", "skip"):
+        raise UserError(f"--on-bad-rows {on_bad_rows}: choose error or skip")
+    spec = load_format(fmt, schema)
+    if not inputs:
+        raise UserError("no input files given; pass one or more files or globs")
+    paths = [p for spec_ in inputs for p in expand_paths(spec_, "input")]
+    for p in paths:
+        if p.is_dir():
+            raise UserError(f"input {p}: is a directory; give the raw files (a glob such as '{p}/*.csv' works)")
+    files = [sniff(p, spec, fmt) for p in paths]
+    for f in files:
+        if f.size == 0:
+            console.warn(f"{f.path} is empty; skipping it")
+    files = [f for f in files if f.size > 0]
+    stats = ConvertStats(bad=BadRows(on_bad_rows))
+    total_bytes = sum(f.size for f in files)
+    with atomic_dir(output, overwrite) as tmp, console.Stopwatch() as sw:
+        with console.progress(f"convert {fmt}", total=total_bytes, unit="B") as bar:
+            stream = _batches(files, spec, on_bad_rows, stats, bar)
+            if spec.kind == "items":
+                rows_out, out_schema = _write_items(stream, tmp)
+            else:
+                rows_out, out_schema = _write_events(stream, tmp, stats)
+        stats.bad.locate_examples()
+        write_meta(tmp, kind=spec.kind, inputs=[str(p) for p in paths], rows=rows_out, schema=out_schema,
+                   format=fmt, rows_read=stats.rows + stats.bad.count, rows_per_day=stats.rows_per_day,
+                   bad_rows={"mode": on_bad_rows, "count": stats.bad.count, "examples": stats.bad.examples})
+    days = sorted(stats.rows_per_day)
+    return {
+        "output": str(output), "kind": spec.kind, "files": stats.files, "input_mb": round(stats.bytes / 1e6, 1),
+        "rows_read": stats.rows + stats.bad.count, "rows_written": rows_out, "bad_rows": stats.bad.count,
+        "days": len(days), "first_day": days[0] if days else "-", "last_day": days[-1] if days else "-",
+        "seconds": round(sw.seconds, 2), "mb_per_s": round(stats.bytes / 1e6 / max(sw.seconds, 1e-9), 1),
+    }
+
+
+def _write_events(stream: Iterator[pa.Table], tmp: Path, stats: ConvertStats) -> tuple[int, pa.Schema]:
+    first = next(stream, None)
+    if first is None:
+        raise UserError("the input holds no data rows; check the files and --format")
+    timed = "time" in first.column_names
+    schema = first.schema
+    if not timed:  # no calendar: one flat dataset
+        with PartWriter(tmp, schema) as writer:
+            writer.write(first)
+            for t in stream:
+                writer.write(t)
+        return writer.rows, schema
+
+    with PartitionedWriter(tmp, schema, "dt") as writer:
+        for table in itertools.chain([first], stream):
+            writer.write(table, _day_labels(table))
+    stats.rows_per_day = dict(sorted(writer.rows_per_partition.items()))
+    return sum(stats.rows_per_day.values()), schema
+
+
+def _write_items(stream: Iterator[pa.Table], tmp: Path) -> tuple[int, pa.Schema]:
+    """Deduplicate the item subset: one row per item, its category and its distinct geohashes."""
+    import duckdb
+
+    tables = list(stream)
+    if not tables:
+        raise UserError("the item file holds no data rows; check the files and --format")
+    raw = pa.concat_tables(tables)  # noqa: F841 (read by DuckDB through its name)
+    con = duckdb.connect()
+    items = con.sql("""
+        SELECT item_id, min(category_id) AS category_id, count(DISTINCT category_id) AS n_categories,
+               coalesce(list(DISTINCT geohash ORDER BY geohash) FILTER (WHERE geohash IS NOT NULL), [])
+                   AS geohashes
+        FROM raw GROUP BY item_id ORDER BY item_id""").to_arrow_table()
+    n_conflict = pc.sum(pc.greater(items.column("n_categories"), 1)).as_py() or 0
+    if n_conflict:
+        console.warn(f"{n_conflict} item(s) appear with more than one category; keeping the smallest id")
+    items = items.drop_columns(["n_categories"]).cast(ITEMS_SCHEMA)
+    with PartWriter(tmp, ITEMS_SCHEMA) as writer:
+        writer.write(items)
+    return items.num_rows, ITEMS_SCHEMA

@@ -1,0 +1,37 @@
+"""Shared fixtures: a CLI runner and tiny generated data (real samples: ``helpers.shared_path``)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner, Result
+
+from rectool.cli import app
+
+
+@pytest.fixture
+def cli() -> Callable[..., Result]:
+    """``cli("convert", ..., expect=0)`` runs the real Typer app and checks the exit code."""
+    runner = CliRunner()
+
+    def run(*args: str | os.PathLike[str], expect: int | None = 0) -> Result:
+        result = runner.invoke(app, [os.fspath(a) for a in args], catch_exceptions=False)
+        if expect is not None:
+            assert result.exit_code == expect, (
+                f"exit {result.exit_code} != {expect}\nstdout: {result.stdout}\nstderr: {result.stderr}")
+        return result
+
+    return run
+
+
+@pytest.fixture(scope="session")
+def tiny_tianchi(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small generated Tianchi log (both layouts), shared by the tests of a session."""
+    from rectool.ingest.synth import synth_tianchi
+
+    out = tmp_path_factory.mktemp("synth") / "tianchi"
+    synth_tianchi(out, users=200, items=20_000, categories=200, seed=7)
+    return out
