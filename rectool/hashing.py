@@ -62,7 +62,10 @@ def hash_strings(values: pa.Array | pa.ChunkedArray | list[str | None]) -> np.nd
     if isinstance(arr, pa.ChunkedArray):
         return np.concatenate([hash_strings(c) for c in arr.chunks]) if arr.num_chunks else np.empty(0, np.int64)
     if pa.types.is_dictionary(arr.type):
-        return hash_strings(arr.dictionary)[arr.indices.to_numpy(zero_copy_only=False)]
+        idx = arr.indices.fill_null(0).to_numpy(zero_copy_only=False)
+        out = hash_strings(arr.dictionary)[idx] if len(arr.dictionary) else np.zeros(len(arr), np.int64)
+        out[~arr.is_valid().to_numpy(zero_copy_only=False)] = 0
+        return out
     arr = arr.cast(pa.large_string())
     _, offsets_buf, data_buf = arr.buffers()
     offsets = np.frombuffer(offsets_buf, dtype=np.int64)[arr.offset: arr.offset + len(arr) + 1]
