@@ -72,7 +72,7 @@ def expand_paths(spec: str | os.PathLike[str], what: str = "input") -> list[Path
     return [path]
 
 
-def _parquet_files(paths: Sequence[Path]) -> list[str]:
+def parquet_files(paths: Sequence[Path]) -> list[str]:
     files: list[str] = []
     for p in paths:
         if p.is_dir():
@@ -90,7 +90,7 @@ def open_dataset(spec: str | os.PathLike[str], what: str = "input") -> pads.Data
     if os.fspath(spec) == STDIO:
         return pads.dataset(read_ipc_stdin())
     paths = expand_paths(spec, what)
-    files = _parquet_files(paths)
+    files = parquet_files(paths)
     if not files:
         raise UserError(f"{what} {os.fspath(spec)}: holds no parquet file; give a directory written by rectool, "
                         "a .parquet file or a glob")

@@ -17,3 +17,85 @@ def shared_path(*parts: str) -> Path:
     if not path.exists():
         pytest.skip(f"real sample {path} is not here (../shared/data ships with CI, not with a fresh clone)")
     return path
+
+
+def write_toy_ctr(directory: Path, rows: int = 6000, seed: int = 0, files: int = 2, row_group: int = 1000) -> Path:
+    """A learnable CTR table: ids, a string id, dense values, a history list and a binary label.
+
+    The label follows a known logistic model (user and item effects, a dense term, and
+    whether the item's category appears in the history), so a model's loss must fall.
+    """
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rng = np.random.default_rng(seed)
+    users = rng.integers(0, 100, rows)
+    items = rng.integers(0, 200, rows)
+    cats = items % 20
+    hist_len = rng.integers(0, 8, rows)
+    hist = [list(rng.integers(0, 500, n)) for n in hist_len]
+    in_hist = np.array([(items[i] % 20) in {h % 20 for h in hist[i]} for i in range(rows)])
+    price = rng.lognormal(2.0, 1.0, rows)
+    u_eff = np.sin(users * 1.7) * 1.2
+    i_eff = np.cos(items * 0.9) * 1.2
+    logit = -0.5 + u_eff + i_eff + 0.8 * np.log1p(price) - 1.6 + 1.5 * in_hist
+    label = (rng.random(rows) < 1 / (1 + np.exp(-logit))).astype(np.int8)
+    table = pa.table({
+        "user_id": users.astype(np.int64), "item_id": items.astype(np.int64), "category_id": cats.astype(np.int64),
+        "city": pa.array([f"city-{u % 7}" if u % 11 else None for u in users]),
+        "price": price.astype(np.float32),
+        "hist_items": pa.array([[int(x) for x in h] for h in hist], pa.list_(pa.int64())),
+        "label": label,
+    })
+    directory.mkdir(parents=True, exist_ok=True)
+    step = (rows + files - 1) // files
+    for i in range(files):
+        pq.write_table(table.slice(i * step, step), directory / f"part-{i}.parquet", row_group_size=row_group)
+    return directory
+
+
+def toy_config(train: Path, model_dir: Path, model: str = "deepfm", eval_input: Path | None = None,
+               **overrides) -> dict:
+    """A config dict for ``write_toy_ctr`` data (every feature kind)."""
+    feats = [
+        {"name": "user_id", "kind": "id", "hash_bucket_size": 400, "embedding_dim": 8},
+        {"name": "item_id", "kind": "id", "num_buckets": 500, "embedding_dim": 8, "embedding_name": "item"},
+        {"name": "city", "kind": "id", "hash_bucket_size": 50, "embedding_dim": 8},
+        {"name": "price_log", "kind": "raw", "input": "price", "normalizer": "log1p"},
+        {"name": "price_z", "kind": "raw", "input": "price", "normalizer": "zscore"},
+        {"name": "price_bucket", "kind": "raw", "input": "price", "boundaries": [2.0, 5.0, 10.0, 30.0],
+         "embedding_dim": 8},
+        {"name": "user_x_cat", "kind": "cross", "inputs": ["user_id", "category_id"], "hash_bucket_size": 1000,
+         "embedding_dim": 8},
+        {"name": "hist_mean", "kind": "sequence", "input": "hist_items", "max_len": 5, "num_buckets": 500,
+         "embedding_dim": 8, "embedding_name": "item", "combiner": "mean"},
+    ]
+    deep = ["user_id", "item_id", "city", "price_log", "price_z", "price_bucket", "user_x_cat", "hist_mean"]
+    groups = {"deep": deep}
+    model_cfg: dict = {"type": model, "deep": {"hidden_units": [32, 16]}}
+    if model == "wide_and_deep":
+        groups["wide"] = ["user_id", "item_id", "city", "price_log"]
+    if model == "din":
+        feats.append({"name": "hist_seq", "kind": "sequence", "input": "hist_items", "max_len": 5, "num_buckets": 500,
+                      "embedding_dim": 8, "embedding_name": "item", "combiner": "none"})
+        model_cfg["query"] = {"hist_seq": "item_id"}
+        model_cfg["attention_units"] = [16]
+    if model == "dcn_v2":
+        model_cfg["cross_layers"] = 2
+    cfg = {
+        "data": {"train_input": str(train), "label": "label", "batch_size": 256, "num_workers": 0,
+                 "shuffle_buffer": 2000},
+        "features": feats,
+        "feature_groups": groups,
+        "model": model_cfg,
+        "optimizer": {"dense": {"type": "adam", "lr": 0.01}, "sparse": {"type": "sparse_adam", "lr": 0.02}},
+        "train": {"model_dir": str(model_dir), "epochs": 3, "log_every": 5, "seed": 1},
+        "eval": {"metrics": ["auc", "gauc", "logloss"], "gauc_key": "user_id"},
+    }
+    if eval_input is not None:
+        cfg["data"]["eval_input"] = str(eval_input)
+    for key, value in overrides.items():
+        section, name = key.split("__")
+        cfg[section][name] = value
+    return cfg

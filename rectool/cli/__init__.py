@@ -14,7 +14,7 @@ from typing import Annotated
 import typer
 
 from rectool import __version__
-from rectool.cli import ingest
+from rectool.cli import ingest, train
 from rectool.errors import EXIT_INTERRUPTED, EXIT_USER_ERROR, UserError, debug_enabled
 
 app = typer.Typer(
@@ -68,6 +68,13 @@ def command(group: typer.Typer, name: str):
 
 command(app, "synth")(ingest.synth)
 command(app, "convert")(ingest.convert)
+command(app, "train")(train.train)
+command(app, "export")(train.export)
+command(app, "predict")(train.predict)
+
+config_group = typer.Typer(help="Training configs: validate without training.", no_args_is_help=True)
+app.add_typer(config_group, name="config")
+command(config_group, "check")(train.config_check)
 
 
 def main() -> None:

@@ -1,0 +1,151 @@
+"""CLI for training: ``train``, ``config check``, ``export``, ``predict``."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from rectool import console
+from rectool.cli.options import OverwriteOpt, QuietOpt
+
+ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="Training config (YAML).")]
+SetOpt = Annotated[list[str] | None, typer.Option("--set", help="Override a config value: KEY.PATH=VALUE "
+                                                                "(repeatable).")]
+
+
+def _split(values: list[str] | None) -> list[str]:
+    return [v.strip() for item in values or [] for v in item.split(",") if v.strip()]
+
+
+def train(
+    config: ConfigOpt,
+    set_: SetOpt = None,
+    nproc: Annotated[int, typer.Option("--nproc", help="Processes to launch with torch.distributed.run.")] = 1,
+    device: Annotated[str, typer.Option(help="auto (CUDA when present), cpu or cuda.")] = "auto",
+    resume: Annotated[bool, typer.Option("--resume/--no-resume",
+                                         help="Continue from the latest checkpoint in model_dir.")] = True,
+    quiet: QuietOpt = False,
+) -> None:
+    """Train a model from a YAML config; rerunning resumes from the latest checkpoint."""
+    from rectool.errors import UserError
+    from rectool.train.config import load_config
+
+    console.set_quiet(quiet)
+    cfg = load_config(config, set_ or [])
+    if device not in ("auto", "cpu", "cuda"):
+        raise UserError(f"--device {device}: choose auto, cpu or cuda")
+    if nproc < 1:
+        raise UserError("--nproc must be at least 1")
+    if nproc > 1 and "WORLD_SIZE" not in os.environ:
+        _check_data(cfg)  # user errors in one line here, before any worker starts
+        sys.exit(_launch(nproc, config, set_ or [], device, resume, quiet))
+    from rectool.train.trainer import train as run_train
+
+    summary = run_train(cfg, device=device, resume=resume)
+    if console.rank() == 0:
+        console.summary("train", summary)
+        console.emit_path(summary["model_dir"])
+
+
+def _check_data(cfg) -> None:  # noqa: ANN001
+    import pyarrow.parquet as pq
+
+    from rectool.train.data import list_files
+    from rectool.train.schema import build_input_spec
+
+    files = list_files(cfg.data.train_input, "data.train_input")
+    build_input_spec(cfg, pq.read_schema(files[0]), cfg.data.train_input)
+
+
+def _launch(nproc: int, config: Path, sets: list[str], device: str, resume: bool, quiet: bool) -> int:
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
+           "-m", "rectool", "train", "--config", str(config), "--device", device]
+    for s in sets:
+        cmd += ["--set", s]
+    cmd += ["--resume" if resume else "--no-resume"] + (["--quiet"] if quiet else [])
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+    rc = subprocess.call(cmd, env=env)
+    if rc != 0:
+        sys.stderr.write(f"error: distributed training failed (exit {rc}); the worker's message is above\n")
+    return rc
+
+
+def config_check(
+    config: Annotated[Path, typer.Argument(help="Training config (YAML).", show_default=False)],
+    set_: SetOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Validate a training config (and its columns against the training data, when present) without training."""
+    from rectool.train.config import load_config
+
+    console.set_quiet(quiet)
+    cfg = load_config(config, set_ or [])
+    rows = {"config": str(config), "model": cfg.model.type, "features": len(cfg.features),
+            "feature_groups": ", ".join(cfg.feature_groups)}
+    try:
+        from rectool.train.data import list_files
+
+        files = list_files(cfg.data.train_input, "data.train_input")
+    except Exception:  # noqa: BLE001 (data not there yet: the config alone is checked)
+        files = []
+    if files:
+        import pyarrow.parquet as pq
+
+        from rectool.train.models import build_model
+        from rectool.train.schema import build_input_spec
+
+        spec = build_input_spec(cfg, pq.read_schema(files[0]), cfg.data.train_input)
+        model = build_model(cfg, spec)
+        rows["input_columns"] = len(spec.columns)
+        rows["parameters"] = sum(p.numel() for p in model.parameters())
+    else:
+        rows["data"] = "not found; checked the config only"
+    console.summary("config ok", rows)
+    console.emit_path(config)
+
+
+def export(
+    model_dir: Annotated[Path, typer.Option("--model-dir", help="A train model_dir.")],
+    export_dir: Annotated[Path, typer.Option("--export-dir", help="Directory to write.")],
+    checkpoint: Annotated[str, typer.Option(help="best, latest or a checkpoint path.")] = "best",
+    asset_files: Annotated[list[Path] | None, typer.Option("--asset-files", help="Files to copy into assets/.")]
+    = None,
+    overwrite: OverwriteOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Export a trained model as a torch.export program with its feature transforms inside."""
+    from rectool.train.export import export as run_export
+
+    console.set_quiet(quiet)
+    summary = run_export(model_dir, export_dir, checkpoint, asset_files or [], overwrite)
+    console.summary("export", summary)
+    console.emit_path(export_dir)
+
+
+def predict(
+    model: Annotated[Path, typer.Option("--model", help="An export directory.")],
+    input: Annotated[str, typer.Option("--input", help="Parquet dir, file or glob with the model's columns.")],
+    output: Annotated[str, typer.Option("--output", "-o", help="Directory to write, or - for Arrow IPC on stdout.")],
+    reserved_columns: Annotated[list[str] | None, typer.Option(
+        "--reserved-columns", help="Input columns copied to the output (comma separated).")] = None,
+    output_columns: Annotated[list[str] | None, typer.Option(
+        "--output-columns", help="score, probs, class (comma separated).")] = None,
+    batch_size: Annotated[int, typer.Option(help="Rows per model call.")] = 65_536,
+    overwrite: OverwriteOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Score a table with an exported model, streaming."""
+    from rectool.train.predict import predict as run_predict
+
+    console.set_quiet(quiet)
+    reserved = _split(reserved_columns) or ["user_id", "item_id"]
+    outputs = _split(output_columns) or ["score"]
+    summary = run_predict(model, input, output, reserved, outputs, batch_size, overwrite)
+    console.summary("predict", summary)
+    if output != "-":
+        console.emit_path(output)

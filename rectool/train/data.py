@@ -1,0 +1,192 @@
+"""Streaming parquet -> batched tensors for training and evaluation.
+
+No per-row Python: row groups (or slices of them, the *units*) are read with pyarrow
+and converted column-wise (``rectool.train.inputs.to_tensors``); batches are index
+slices of a shuffle buffer.
+
+    units ──(seeded permutation per epoch)──► rank r takes units[r::world]
+          ──► loader worker w takes [w::workers] ──► shuffle buffer (≥ ``shuffle_buffer``
+          rows, remainder carried over) ──► batches of ``batch_size``
+
+Every choice is seeded by (seed, epoch, rank, worker), and ``torch.utils.data.DataLoader``
+interleaves workers in a fixed order, so the batch sequence of an epoch is a pure
+function of the config: resuming skips the first ``k`` batches and continues exactly.
+``steps_per_epoch`` is computed from parquet metadata, identical on every rank, so all
+DDP ranks run the same number of steps (the smallest rank's count).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from rectool.artifacts import expand_paths, parquet_files
+from rectool.errors import UserError
+from rectool.train.inputs import InputSpec, to_tensors
+
+MIN_UNIT_ROWS = 16_384
+
+
+@dataclass(frozen=True)
+class Unit:
+    """Rows [start, stop) of one row group of one file."""
+
+    file: str
+    row_group: int
+    start: int
+    stop: int
+
+    @property
+    def rows(self) -> int:
+        return self.stop - self.start
+
+
+def list_files(spec: str, what: str) -> list[str]:
+    files = parquet_files(expand_paths(spec, what))
+    if not files:
+        raise UserError(f"{what} {spec}: holds no parquet file")
+    return files
+
+
+def plan_units(files: list[str], parts: int) -> list[Unit]:
+    """Row groups, split into slices when there are fewer than ``parts`` of them."""
+    groups: list[tuple[str, int, int]] = []
+    for f in files:
+        try:
+            meta = pq.ParquetFile(f).metadata
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise UserError(f"{f}: not a readable parquet file ({exc})") from exc
+        groups += [(f, i, meta.row_group(i).num_rows) for i in range(meta.num_row_groups)
+                   if meta.row_group(i).num_rows > 0]
+    units: list[Unit] = []
+    split = max(1, math.ceil(parts / max(len(groups), 1)))
+    for f, rg, n in groups:
+        k = max(1, min(split, n // MIN_UNIT_ROWS))
+        bounds = np.linspace(0, n, k + 1).astype(int)
+        units += [Unit(f, rg, int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
+    return units
+
+
+def _my_units(units: list[Unit], epoch: int, seed: int, shuffle: bool, rank: int, world: int) -> list[Unit]:
+    order = np.random.default_rng([seed, epoch]).permutation(len(units)) if shuffle else np.arange(len(units))
+    return [units[i] for i in order][rank::world]
+
+
+def _batches_of(rows: int, batch: int, drop: bool) -> int:
+    return rows // batch if drop else math.ceil(rows / batch)
+
+
+class BatchStream(IterableDataset):
+    """One rank's batches for one epoch (split again across loader workers)."""
+
+    def __init__(self, units: list[Unit], spec: InputSpec, columns: list[str], batch_size: int, *, epoch: int,
+                 seed: int, shuffle: bool, shuffle_buffer: int, drop_remainder: bool, rank: int, world: int,
+                 keys: tuple[str, ...] = ()) -> None:
+        super().__init__()
+        self.spec, self.columns, self.batch_size = spec, columns, batch_size
+        self.epoch, self.seed, self.shuffle, self.buffer = epoch, seed, shuffle, shuffle_buffer
+        self.drop, self.rank, self.world, self.keys = drop_remainder, rank, world, keys
+        self.units = _my_units(units, epoch, seed, shuffle, rank, world)
+
+    def worker_units(self, worker: int, workers: int) -> list[Unit]:
+        return self.units[worker::workers]
+
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        info = get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        if info is not None:  # loader processes leave the cores to the training process
+            torch.set_num_threads(1)
+        rng = np.random.default_rng([self.seed, self.epoch, self.rank, worker])
+        files: dict[str, pq.ParquetFile] = {}
+        pending: list[dict[str, torch.Tensor]] = []
+        held = 0
+        for unit in self.worker_units(worker, workers):
+            pf = files.get(unit.file) or files.setdefault(unit.file, pq.ParquetFile(unit.file))
+            table = pf.read_row_group(unit.row_group, columns=self.columns).slice(unit.start, unit.rows)
+            tensors = to_tensors(table, self.spec, source=unit.file)
+            for k in self.keys:
+                tensors["key:" + k] = torch.from_numpy(
+                    np.asarray(table.column(k).fill_null(0).to_numpy(), dtype=np.int64))
+            pending.append(tensors)
+            held += unit.rows
+            if held >= max(self.buffer, self.batch_size):
+                pending, held = yield from self._drain(pending, rng, final=False)
+        yield from self._drain(pending, rng, final=True)
+
+    def _drain(self, pending: list[dict[str, torch.Tensor]], rng: np.random.Generator,
+               final: bool) -> Iterator[dict[str, torch.Tensor]]:
+        if not pending:
+            return [], 0
+        merged = pending[0] if len(pending) == 1 else {k: torch.cat([p[k] for p in pending]) for k in pending[0]}
+        n = next(iter(merged.values())).shape[0]
+        order = torch.from_numpy(rng.permutation(n)) if self.shuffle else None
+        full = n // self.batch_size * self.batch_size
+        for s in range(0, full, self.batch_size):
+            idx = order[s:s + self.batch_size] if order is not None else slice(s, s + self.batch_size)
+            yield {k: v[idx] for k, v in merged.items()}
+        rest = order[full:] if order is not None else slice(full, n)
+        tail = {k: v[rest] for k, v in merged.items()}
+        if final:
+            if n > full and not self.drop:
+                yield tail
+            return [], 0
+        return ([tail], n - full) if n > full else ([], 0)
+
+
+class Loader:
+    """Builds the per-epoch ``DataLoader`` and knows how many steps an epoch has."""
+
+    def __init__(self, source: str, spec: InputSpec, *, batch_size: int, num_workers: int, seed: int,
+                 shuffle: bool, shuffle_buffer: int, drop_remainder: bool, rank: int = 0, world: int = 1,
+                 keys: tuple[str, ...] = (), what: str = "data.train_input", max_rows: int | None = None) -> None:
+        self.files = list_files(source, what)
+        schema = pq.read_schema(self.files[0])
+        needed = spec.names + [c for c in (spec.label, spec.weight) if c] + list(keys)
+        missing = [c for c in needed if c not in schema.names]
+        if missing:
+            raise UserError(f"{what} {source}: missing column(s) {', '.join(missing)}; "
+                            f"it has {', '.join(schema.names)}")
+        self.columns = list(dict.fromkeys(needed))
+        self.spec, self.batch_size, self.workers = spec, batch_size, num_workers
+        self.seed, self.shuffle, self.buffer, self.drop = seed, shuffle, shuffle_buffer, drop_remainder
+        self.rank, self.world, self.keys = rank, world, keys
+        self.units = plan_units(self.files, 4 * world * max(1, num_workers))
+        if max_rows is not None:  # evaluation on a prefix
+            kept, total = [], 0
+            for u in self.units:
+                if total >= max_rows:
+                    break
+                take = min(u.rows, max_rows - total)
+                kept.append(Unit(u.file, u.row_group, u.start, u.start + take))
+                total += take
+            self.units = kept
+        if not self.units:
+            raise UserError(f"{what} {source}: has no rows")
+        self.rows = sum(u.rows for u in self.units)
+
+    def steps_per_epoch(self, epoch: int) -> int:
+        """Batches each rank yields this epoch: the minimum over ranks (DDP needs equal counts)."""
+        per_rank = []
+        for r in range(self.world):
+            units = _my_units(self.units, epoch, self.seed, self.shuffle, r, self.world)
+            workers = max(1, self.workers)
+            per_rank.append(sum(_batches_of(sum(u.rows for u in units[w::workers]), self.batch_size, self.drop)
+                                for w in range(workers)))
+        return min(per_rank)
+
+    def epoch(self, epoch: int) -> DataLoader:
+        stream = BatchStream(self.units, self.spec, self.columns, self.batch_size, epoch=epoch, seed=self.seed,
+                             shuffle=self.shuffle, shuffle_buffer=self.buffer, drop_remainder=self.drop,
+                             rank=self.rank, world=self.world, keys=self.keys)
+        # its own generator: creating the iterator must not draw from the global RNG (dropout's),
+        # or a resumed run would see a different random stream than an uninterrupted one
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        return DataLoader(stream, batch_size=None, num_workers=self.workers, generator=generator,
+                          prefetch_factor=4 if self.workers else None, persistent_workers=False)

@@ -1,0 +1,109 @@
+"""``rectool export``: a trained checkpoint -> a ``torch.export`` program (``model.pt2``).
+
+The program takes the model's input tensors (``input_spec.json`` says which parquet
+columns and how, see ``rectool.train.inputs``) with a dynamic batch size and returns
+probabilities: [B] for binary models, [B, C] for ``num_class`` > 1. Every feature
+transform (hashing, bucketizing, normalising, crosses, sequence truncation) is inside
+the program, so ``predict`` needs only this directory and the parquet columns.
+Not TorchScript (deprecated).
+
+Output directory::
+
+    model.pt2          the exported program (torch.export.save)
+    input_spec.json    columns -> tensors
+    config.yaml        the resolved training config
+    assets/            files given with --asset-files
+    _meta.json         kind "export", checkpoint, step, output kind
+
+    rectool export --model-dir out/model --export-dir out/export --checkpoint best
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from torch import nn
+
+from rectool.artifacts import atomic_dir, write_meta
+from rectool.errors import UserError
+from rectool.train import checkpoint as ckpt
+from rectool.train.config import Config
+from rectool.train.inputs import LEN_SUFFIX, InputSpec
+from rectool.train.models import build_model
+
+PROGRAM = "model.pt2"
+
+
+class Scorer(nn.Module):
+    """The served function: inputs -> probabilities."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.model.probabilities(self.model(inputs))
+
+
+def example_inputs(spec: InputSpec, batch: int = 4) -> dict[str, torch.Tensor]:
+    out: dict[str, torch.Tensor] = {}
+    for c in spec.columns:
+        if c.kind in ("int", "string"):
+            out[c.name] = torch.zeros(batch, dtype=torch.int64)
+        elif c.kind == "float":
+            out[c.name] = torch.zeros(batch, dtype=torch.float32)
+        else:
+            out[c.name] = torch.zeros(batch, int(c.width or 1), dtype=torch.int64)
+            out[c.name + LEN_SUFFIX] = torch.ones(batch, dtype=torch.int64)
+    return out
+
+
+def load_trained(model_dir: Path, which: str = "best") -> tuple[Config, InputSpec, nn.Module, dict[str, Any]]:
+    """Config, input spec and the model with the chosen checkpoint's weights (eval mode, dense grads)."""
+    for name in ("config.yaml", "input_spec.json"):
+        if not (model_dir / name).is_file():
+            raise UserError(f"--model-dir {model_dir}: has no {name}; is it a rectool train model_dir?")
+    cfg = Config.model_validate(yaml.safe_load((model_dir / "config.yaml").read_text()))
+    spec = InputSpec.from_json((model_dir / "input_spec.json").read_text())
+    path = ckpt.resolve(model_dir, which)
+    state = ckpt.load(path)
+    model = build_model(cfg, spec, stats=None, sparse=False)
+    model.load_state_dict(state["model"])
+    model.eval()
+    return cfg, spec, model, {"checkpoint": str(path), "step": state.get("step"), "best": state.get("best")}
+
+
+def export_program(module: nn.Module, example: dict[str, torch.Tensor], path: Path) -> None:
+    """torch.export with a dynamic batch dimension on every input."""
+    batch = torch.export.Dim("batch", min=1, max=1 << 24)
+    shapes = ({k: {0: batch} for k in example},)
+    try:
+        program = torch.export.export(module, (example,), dynamic_shapes=shapes)
+    except Exception as exc:  # noqa: BLE001 (torch raises many kinds here)
+        raise RuntimeError(f"torch.export failed for this model: {exc}") from exc
+    torch.export.save(program, str(path))
+
+
+def export(model_dir: Path, export_dir: Path, checkpoint: str = "best", asset_files: list[Path] | None = None,
+           overwrite: bool = False) -> dict[str, Any]:
+    cfg, spec, model, info = load_trained(Path(model_dir), checkpoint)
+    assets = [Path(a) for a in (asset_files or [])]
+    for a in assets:
+        if not a.is_file():
+            raise UserError(f"--asset-files {a}: no such file")
+    with atomic_dir(export_dir, overwrite) as tmp:
+        export_program(Scorer(model), example_inputs(spec), tmp / PROGRAM)
+        (tmp / "input_spec.json").write_text(spec.to_json())
+        shutil.copy(Path(model_dir) / "config.yaml", tmp / "config.yaml")
+        if assets:
+            (tmp / "assets").mkdir()
+            for a in assets:
+                shutil.copy(a, tmp / "assets" / a.name)
+        write_meta(tmp, kind="export", inputs=[str(model_dir)], model=cfg.model.type,
+                   num_class=cfg.model.num_class, columns=spec.names, **info)
+    return {"export_dir": str(export_dir), "model": cfg.model.type, **info,
+            "program_mb": round((Path(export_dir) / PROGRAM).stat().st_size / 1e6, 2)}

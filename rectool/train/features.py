@@ -1,0 +1,337 @@
+"""The feature engine: config features -> torch ops -> embeddings per feature group.
+
+Every transform is a small ``nn.Module`` of torch ops, so it is traced into the
+exported program and ``predict`` needs only the export and the parquet columns.
+
+Ops (RecIS / TorchEasyRec vocabulary), each on int64/float32 tensors::
+
+    HashBucket(10)(tensor([7, 7, 8]))              -> tensor([b7, b7, b8]), stable, in [0, 10)
+    IdBucket(5, modulo=True)(tensor([3, 7]))       -> tensor([3, 2])
+    VocabLookup([10, 20])(tensor([20, 99]))        -> tensor([2, 0])      (0: out of vocabulary)
+    Normalize("log1p")(tensor([0., 9.]))           -> tensor([0., 2.3026])
+    Bucketize([1., 5.])(tensor([0., 1., 7.]))      -> tensor([0, 1, 2])
+    Cross(100)(tensor([1, 1]), tensor([2, 3]))     -> two different buckets in [0, 100)
+    SequenceTruncate(2, keep_last=True)(tensor([[1, 2, 3]]), tensor([3])) -> ([[2, 3]], [2])
+
+Embedding tables: one table per ``embedding_name`` (default: the feature name); tables
+of the same dim live in one fused parameter with row offsets, so a group of F features
+costs one lookup. Combiners for sequences: ``sum``, ``mean``, ``tile`` (the first
+``tile_len`` embeddings concatenated) and ``none`` (the sequence itself, for attention).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from rectool.errors import UserError
+from rectool.hashing import hash_strings, mix64_torch
+from rectool.train.config import Config, CrossFeature, IdFeature, RawFeature, SequenceFeature
+from rectool.train.inputs import LEN_SUFFIX, InputSpec
+
+_CROSS_PRIME = 1_000_003
+
+
+# ----------------------------------------------------------------------------- ops
+
+
+class HashBucket(nn.Module):
+    """Stable hash of int64 ids into ``n`` buckets (splitmix64, then modulo)."""
+
+    def __init__(self, n: int) -> None:
+        super().__init__()
+        self.n = n
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.remainder(mix64_torch(x), self.n)
+
+
+class IdBucket(nn.Module):
+    """Ids used as they are (range-checked when read) or taken modulo ``n``."""
+
+    def __init__(self, n: int, modulo: bool) -> None:
+        super().__init__()
+        self.n, self.modulo = n, modulo
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.remainder(x, self.n) if self.modulo else x
+
+
+class VocabLookup(nn.Module):
+    """Position in a vocabulary (1-based), 0 for values outside it; string vocabularies are hashed."""
+
+    def __init__(self, vocab: list[int] | list[str]) -> None:
+        super().__init__()
+        keys = hash_strings([str(v) for v in vocab]) if any(isinstance(v, str) for v in vocab) \
+            else np.asarray(vocab, dtype=np.int64)
+        order = np.argsort(keys, kind="stable")
+        self.register_buffer("sorted_keys", torch.from_numpy(keys[order].copy()))
+        self.register_buffer("positions", torch.from_numpy(order.astype(np.int64) + 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        idx = torch.searchsorted(self.sorted_keys, x).clamp(max=self.sorted_keys.numel() - 1)
+        hit = self.sorted_keys[idx] == x
+        return torch.where(hit, self.positions[idx], torch.zeros_like(x))
+
+
+class Normalize(nn.Module):
+    """log1p (sign-preserving), z-score or min-max scaling of a float column."""
+
+    def __init__(self, kind: str, a: float = 0.0, b: float = 1.0) -> None:
+        super().__init__()
+        self.kind = kind
+        self.register_buffer("a", torch.tensor(float(a)))
+        self.register_buffer("b", torch.tensor(float(b)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.kind == "log1p":
+            return torch.sign(x) * torch.log1p(torch.abs(x))
+        if self.kind == "zscore":
+            return (x - self.a) / torch.clamp(self.b, min=1e-12)
+        if self.kind == "minmax":
+            return (x - self.a) / torch.clamp(self.b - self.a, min=1e-12)
+        return x
+
+
+class Bucketize(nn.Module):
+    """Bucket index of a value: 0 below the first boundary, i for boundaries[i-1] <= x < boundaries[i]."""
+
+    def __init__(self, boundaries: list[float]) -> None:
+        super().__init__()
+        self.register_buffer("boundaries", torch.tensor(boundaries, dtype=torch.float32))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.bucketize(x, self.boundaries, right=True)
+
+
+class Cross(nn.Module):
+    """Hashed cross of two or more int64 id tensors into ``n`` buckets."""
+
+    def __init__(self, n: int) -> None:
+        super().__init__()
+        self.n = n
+
+    def forward(self, *xs: torch.Tensor) -> torch.Tensor:
+        h = mix64_torch(xs[0])
+        for x in xs[1:]:
+            h = mix64_torch(h * _CROSS_PRIME + mix64_torch(x))
+        return torch.remainder(h, self.n)
+
+
+class SequenceTruncate(nn.Module):
+    """Keep the last (or first) ``max_len`` items of padded sequences; left-aligned, zero padded."""
+
+    def __init__(self, max_len: int, keep_last: bool) -> None:
+        super().__init__()
+        self.max_len, self.keep_last = max_len, keep_last
+
+    def forward(self, values: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        width = values.shape[1]
+        steps = torch.arange(self.max_len, device=values.device)
+        new_len = torch.clamp(lengths, max=self.max_len)
+        start = (lengths - new_len) if self.keep_last else torch.zeros_like(lengths)
+        idx = torch.clamp(start.unsqueeze(1) + steps, max=max(width - 1, 0))
+        if width == 0:
+            return torch.zeros(values.shape[0], self.max_len, dtype=values.dtype, device=values.device), new_len
+        out = torch.gather(values, 1, idx)
+        mask = steps.unsqueeze(0) < new_len.unsqueeze(1)
+        return torch.where(mask, out, torch.zeros_like(out)), new_len
+
+
+# ----------------------------------------------------------------------------- engine
+
+
+@dataclass
+class GroupOutput:
+    """What a model reads from a feature group.
+
+    ``stacked``: [B, F, D] pooled embeddings when all of them share a dim (for FM);
+    ``flat``: [B, sum of dims + n_dense] everything concatenated (for MLPs);
+    ``dense``: [B, n_dense] normalised raw values (or None);
+    ``sequences``: name -> ([B, L, D] embeddings, [B, L] bool mask) for combiner ``none``.
+    """
+
+    stacked: torch.Tensor | None
+    flat: torch.Tensor
+    dense: torch.Tensor | None
+    sequences: dict[str, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
+
+
+def _id_transform(f: IdFeature | SequenceFeature) -> nn.Module:
+    if f.hash_bucket_size is not None:
+        return HashBucket(f.hash_bucket_size)
+    if f.num_buckets is not None:
+        return IdBucket(f.num_buckets, f.modulo)
+    return VocabLookup(f.vocab_list or [])
+
+
+class FeatureEngine(nn.Module):
+    """Turns the input tensors into per-group embeddings; owns every embedding table."""
+
+    def __init__(self, cfg: Config, spec: InputSpec, stats: dict[str, tuple[float, float]] | None = None,
+                 wide_groups: tuple[str, ...] = (), sparse: bool = True, init_std: float = 0.01) -> None:
+        super().__init__()
+        self.features = {f.name: f for f in cfg.features}
+        self.groups = {g: list(m) for g, m in cfg.feature_groups.items()}
+        self.sparse = sparse
+        self.kinds = {c.name: c.kind for c in spec.columns}
+        self.transforms = nn.ModuleDict()
+        self.normalizers = nn.ModuleDict()
+        self.truncates = nn.ModuleDict()
+        stats = stats or {}
+        for f in cfg.features:
+            if isinstance(f, (IdFeature, SequenceFeature)):
+                self.transforms[f.name] = _id_transform(f)
+                if isinstance(f, SequenceFeature):
+                    self.truncates[f.name] = SequenceTruncate(f.max_len, f.truncate == "keep_last")
+            elif isinstance(f, CrossFeature):
+                self.transforms[f.name] = Cross(f.hash_bucket_size)
+            elif isinstance(f, RawFeature):
+                a, b = (f.stats or {}).get("mean", (f.stats or {}).get("min", 0.0)), \
+                    (f.stats or {}).get("std", (f.stats or {}).get("max", 1.0))
+                if f.stats is None and f.name in stats:
+                    a, b = stats[f.name]
+                self.normalizers[f.name] = Normalize(f.normalizer, a, b)
+                if f.boundaries is not None:
+                    self.transforms[f.name] = Bucketize(f.boundaries)
+        # tables: embedding_name (or feature name) -> (dim, rows); fused per dim with row offsets
+        self.table_of: dict[str, str] = {}
+        sizes: dict[str, tuple[int, int]] = {}
+        for f in cfg.features:
+            dim = getattr(f, "embedding_dim", None)
+            if dim is None:
+                continue
+            key = getattr(f, "embedding_name", None) or f.name
+            rows = f.table_size
+            prev = sizes.get(key)
+            sizes[key] = (dim, max(rows, prev[1] if prev else 0))
+            self.table_of[f.name] = key
+        for g in wide_groups:
+            for name in self.groups.get(g, []):
+                if name in self.table_of:
+                    key = "wide/" + self.table_of[name]
+                    sizes[key] = (1, sizes[self.table_of[name]][1])
+        self.offset: dict[str, int] = {}
+        self.dim_of_table: dict[str, int] = {}
+        rows_per_dim: dict[int, int] = {}
+        for key, (dim, rows) in sorted(sizes.items()):
+            self.offset[key] = rows_per_dim.get(dim, 0)
+            self.dim_of_table[key] = dim
+            rows_per_dim[dim] = self.offset[key] + rows
+        self.tables = nn.ParameterDict({
+            f"dim{dim}": nn.Parameter(torch.randn(rows, dim) * init_std) for dim, rows in sorted(rows_per_dim.items())})
+
+    # -- transforms -------------------------------------------------------------------------
+
+    def _ids(self, name: str, x: dict[str, torch.Tensor]) -> torch.Tensor:
+        f = self.features[name]
+        if isinstance(f, CrossFeature):
+            return self.transforms[name](*[x[c] for c in f.inputs])
+        col = f.input or f.name
+        if isinstance(f, RawFeature):
+            return self.transforms[name](x[col])
+        if isinstance(f, SequenceFeature):
+            values, _ = self.truncates[name](x[col], x[col + LEN_SUFFIX])
+            return self.transforms[name](values)
+        return self.transforms[name](x[col])
+
+    def _dense(self, name: str, x: dict[str, torch.Tensor]) -> torch.Tensor:
+        f = self.features[name]
+        return self.normalizers[name](x[f.input or f.name])
+
+    def _lookup(self, table: str, ids: torch.Tensor) -> torch.Tensor:
+        weight = self.tables[f"dim{self.dim_of_table[table]}"]
+        return F.embedding(ids + self.offset[table], weight, sparse=self.sparse)
+
+    def _pool(self, f: SequenceFeature, emb: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        m = mask.unsqueeze(-1).to(emb.dtype)
+        if f.combiner == "sum":
+            return (emb * m).sum(1)
+        if f.combiner == "mean":
+            return (emb * m).sum(1) / torch.clamp(m.sum(1), min=1.0)
+        return (emb[:, : f.tile_len] * m[:, : f.tile_len]).flatten(1)  # tile
+
+    def sequence(self, name: str, x: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """[B, L, D] embeddings and [B, L] mask of a sequence feature."""
+        f = self.features[name]
+        col = f.input or f.name
+        values, lengths = self.truncates[name](x[col], x[col + LEN_SUFFIX])
+        ids = self.transforms[name](values)
+        mask = torch.arange(f.max_len, device=ids.device).unsqueeze(0) < lengths.unsqueeze(1)
+        return self._lookup(self.table_of[name], ids), mask
+
+    def embed(self, name: str, x: dict[str, torch.Tensor]) -> torch.Tensor:
+        """[B, D] embedding of one pooled id-like feature."""
+        f = self.features[name]
+        if isinstance(f, SequenceFeature):
+            emb, mask = self.sequence(name, x)
+            return self._pool(f, emb, mask)
+        return self._lookup(self.table_of[name], self._ids(name, x))
+
+    def group(self, group: str, x: dict[str, torch.Tensor]) -> GroupOutput:
+        members = self.groups[group]
+        single = [n for n in members if n in self.table_of and not isinstance(self.features[n], SequenceFeature)]
+        pooled: dict[str, torch.Tensor] = {}
+        by_dim: dict[int, list[str]] = {}
+        for n in single:
+            by_dim.setdefault(self.dim_of_table[self.table_of[n]], []).append(n)
+        for dim, names in by_dim.items():  # one lookup per dim for all single-id features
+            ids = torch.stack([self._ids(n, x) + self.offset[self.table_of[n]] for n in names], dim=1)
+            emb = F.embedding(ids, self.tables[f"dim{dim}"], sparse=self.sparse)
+            for i, n in enumerate(names):
+                pooled[n] = emb[:, i]
+        sequences: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        for n in members:
+            f = self.features[n]
+            if isinstance(f, SequenceFeature):
+                emb, mask = self.sequence(n, x)
+                if f.combiner == "none":
+                    sequences[n] = (emb, mask)
+                else:
+                    pooled[n] = self._pool(f, emb, mask)
+        dense = self.dense(group, x)
+        ordered = [pooled[n] for n in members if n in pooled]
+        dims = {t.shape[-1] for t in ordered}
+        stacked = torch.stack(ordered, dim=1) if ordered and len(dims) == 1 else None
+        parts = ordered + ([dense] if dense is not None else [])
+        if not parts:
+            raise UserError(f"feature group {group}: no feature gives a pooled embedding or a dense value")
+        return GroupOutput(stacked, torch.cat(parts, dim=1), dense, sequences)
+
+    def wide(self, group: str, x: dict[str, torch.Tensor]) -> torch.Tensor:
+        """[B, 1]: the sum of the group's 1-dim (first-order) weights."""
+        names = [n for n in self.groups[group] if n in self.table_of
+                 and not isinstance(self.features[n], SequenceFeature)]
+        if not names:
+            return torch.zeros(next(iter(x.values())).shape[0], 1)
+        ids = torch.stack([self._ids(n, x) + self.offset["wide/" + self.table_of[n]] for n in names], dim=1)
+        return F.embedding(ids, self.tables["dim1"], sparse=self.sparse).sum(1)
+
+    def dense(self, group: str, x: dict[str, torch.Tensor]) -> torch.Tensor | None:
+        """[B, n_dense] normalised raw values of a group, or None when it has none."""
+        names = [n for n in self.groups[group] if isinstance(self.features[n], RawFeature) and n not in self.table_of]
+        return torch.stack([self._dense(n, x) for n in names], dim=1) if names else None
+
+    def dense_width(self, group: str) -> int:
+        return sum(1 for n in self.groups[group] if isinstance(self.features[n], RawFeature)
+                   and n not in self.table_of)
+
+    def flat_width(self, group: str) -> int:
+        width = self.dense_width(group)
+        for n in self.groups[group]:
+            f = self.features[n]
+            if n not in self.table_of:
+                continue
+            dim = self.dim_of_table[self.table_of[n]]
+            if isinstance(f, SequenceFeature):
+                width += 0 if f.combiner == "none" else dim * (f.tile_len if f.combiner == "tile" else 1)
+            else:
+                width += dim
+        return width
+
+    def embedding_parameters(self) -> list[nn.Parameter]:
+        return list(self.tables.values())

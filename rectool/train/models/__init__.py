@@ -1,0 +1,22 @@
+"""Ranking models, one small file each naming its paper; ``build_model`` picks by ``model.type``."""
+
+from __future__ import annotations
+
+from rectool.train.config import Config
+from rectool.train.inputs import InputSpec
+from rectool.train.models.base import RankingModel
+from rectool.train.models.dcn_v2 import DCNv2
+from rectool.train.models.deepfm import DeepFM
+from rectool.train.models.din import DIN
+from rectool.train.models.wide_and_deep import WideAndDeep
+
+MODELS: dict[str, type[RankingModel]] = {
+    "wide_and_deep": WideAndDeep,
+    "deepfm": DeepFM,
+    "din": DIN,
+    "dcn_v2": DCNv2,
+}
+
+
+def build_model(cfg: Config, spec: InputSpec, stats: dict | None = None, sparse: bool = True) -> RankingModel:
+    return MODELS[cfg.model.type](cfg, spec, stats, sparse)

@@ -1,0 +1,67 @@
+"""DIN (Zhou et al., "Deep Interest Network for Click-Through Rate Prediction", KDD 2018).
+
+For each behaviour sequence named in ``model.query`` (combiner ``none``), the candidate's
+embedding q attends over the sequence keys k_t with an MLP on [q, k_t, q − k_t, q ⊙ k_t];
+the weights (unnormalised as in the paper, or softmax) pool the sequence. The pooled
+interests are concatenated with the ``deep`` group and fed to the MLP.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from rectool.errors import UserError
+from rectool.train.config import MLPConfig, SequenceFeature
+from rectool.train.models.base import MLP, RankingModel
+
+
+class TargetAttention(nn.Module):
+    """Attention pooling of keys [B, L, D] by a query [B, D] (activation unit of DIN)."""
+
+    def __init__(self, dim: int, units: list[int], softmax: bool) -> None:
+        super().__init__()
+        self.mlp = MLP(4 * dim, MLPConfig(hidden_units=units, batch_norm=False, activation="prelu"))
+        self.score = nn.Linear(self.mlp.out_features, 1)
+        self.softmax = softmax
+
+    def forward(self, query: torch.Tensor, keys: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        b, length, d = keys.shape
+        q = query.unsqueeze(1).expand(-1, length, -1)
+        feats = torch.cat([q, keys, q - keys, q * keys], dim=-1).reshape(b * length, 4 * d)
+        w = self.score(self.mlp(feats)).reshape(b, length)
+        if self.softmax:
+            w = torch.softmax(w.masked_fill(~mask, -1e9), dim=1)
+        w = w * mask.to(w.dtype)
+        return torch.bmm(w.unsqueeze(1), keys).squeeze(1)
+
+
+class DIN(RankingModel):
+    def __init__(self, cfg, spec, stats=None, sparse=True) -> None:
+        super().__init__(cfg, spec, stats, sparse)
+        self.pairs = list(cfg.model.query.items())
+        if not self.pairs:
+            raise UserError("model din: model.query must map at least one sequence feature to a candidate feature")
+        feats = {f.name: f for f in cfg.features}
+        self.attention = nn.ModuleDict()
+        width = self.engine.flat_width("deep") if "deep" in cfg.feature_groups else 0
+        for seq, query in self.pairs:
+            f = feats.get(seq)
+            if not isinstance(f, SequenceFeature) or f.combiner != "none":
+                raise UserError(f"model din: query key '{seq}' must be a sequence feature with combiner: none")
+            if query not in feats or getattr(feats[query], "embedding_dim", None) != f.embedding_dim:
+                raise UserError(f"model din: query '{query}' of '{seq}' must be a feature with embedding_dim "
+                                f"{f.embedding_dim}")
+            self.attention[seq] = TargetAttention(f.embedding_dim, cfg.model.attention_units,
+                                                  cfg.model.attention_softmax)
+            width += f.embedding_dim
+        self.has_deep = "deep" in cfg.feature_groups
+        self.mlp = MLP(width, cfg.model.deep)
+        self.head = nn.Linear(self.mlp.out_features, self.num_class)
+
+    def logits(self, x: dict[str, torch.Tensor]) -> torch.Tensor:
+        parts = [self.engine.group("deep", x).flat] if self.has_deep else []
+        for seq, query in self.pairs:
+            keys, mask = self.engine.sequence(seq, x)
+            parts.append(self.attention[seq](self.engine.embed(query, x), keys, mask))
+        return self.head(self.mlp(torch.cat(parts, dim=1)))

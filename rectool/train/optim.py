@@ -1,0 +1,95 @@
+"""Optimisers: a dense one for the network, a sparse one for the embedding tables, and the lr schedule.
+
+Sparse choices (``optimizer.sparse.type``), applied to sparse row gradients:
+
+* ``sparse_adam``: ``torch.optim.SparseAdam`` (lazy Adam: only rows seen in a batch move);
+* ``adagrad``: ``torch.optim.Adagrad`` (element-wise accumulators);
+* ``rowwise_adagrad``: one accumulator per row (the mean of its squared gradient), as in
+  FBGEMM / TorchRec: a D-times smaller state for large tables;
+* ``dense``: the tables get dense gradients and join the dense optimiser.
+
+Schedule: linear warm-up over ``warmup_steps``, then ``constant``, ``linear`` or
+``cosine`` decay to ``min_lr_ratio`` at the last step, or ``exponential``
+(``decay_rate`` per ``decay_steps``).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from rectool.train.config import OptimizerConfig
+
+
+class RowWiseAdagrad(torch.optim.Optimizer):
+    """Adagrad with one accumulator per embedding row: s_r += mean(g_r²); w_r -= lr·g_r/(√s_r + eps)."""
+
+    def __init__(self, params, lr: float = 0.01, eps: float = 1e-8, initial_accumulator_value: float = 0.0) -> None:
+        super().__init__(params, {"lr": lr, "eps": eps, "initial_accumulator_value": initial_accumulator_value})
+
+    @torch.no_grad()
+    def step(self, closure=None):  # noqa: ANN001, ANN201
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                state = self.state[p]
+                if "sum" not in state:
+                    state["sum"] = torch.full((p.shape[0],), group["initial_accumulator_value"],
+                                              dtype=p.dtype, device=p.device)
+                grad = p.grad
+                if grad.is_sparse:
+                    grad = grad.coalesce()
+                    rows, values = grad.indices()[0], grad.values()
+                else:
+                    rows = torch.nonzero(grad.abs().sum(1), as_tuple=True)[0]
+                    values = grad[rows]
+                state["sum"].index_add_(0, rows, values.pow(2).mean(1))
+                std = state["sum"][rows].sqrt_().add_(group["eps"]).unsqueeze(1)
+                p.index_add_(0, rows, -group["lr"] * values / std)
+        return None
+
+
+def build_optimizers(model: nn.Module, embedding_params: list[nn.Parameter], cfg: OptimizerConfig,
+                     fused: bool) -> list[torch.optim.Optimizer]:
+    sparse_ids = {id(p) for p in embedding_params} if cfg.sparse.type != "dense" else set()
+    dense = [p for p in model.parameters() if id(p) not in sparse_ids and p.requires_grad]
+    d = cfg.dense
+    if d.type == "sgd":
+        opts: list[torch.optim.Optimizer] = [torch.optim.SGD(dense, lr=d.lr, momentum=d.momentum,
+                                                             weight_decay=d.weight_decay)]
+    else:
+        cls = torch.optim.Adam if d.type == "adam" else torch.optim.AdamW
+        opts = [cls(dense, lr=d.lr, betas=d.betas, weight_decay=d.weight_decay, fused=fused or None)]
+    tables = [p for p in embedding_params if id(p) in sparse_ids]
+    s = cfg.sparse
+    if tables:
+        if s.type == "sparse_adam":
+            opts.append(torch.optim.SparseAdam(tables, lr=s.lr, eps=s.eps))
+        elif s.type == "adagrad":
+            opts.append(torch.optim.Adagrad(tables, lr=s.lr, eps=s.eps,
+                                            initial_accumulator_value=s.initial_accumulator_value))
+        else:
+            opts.append(RowWiseAdagrad(tables, lr=s.lr, eps=s.eps,
+                                       initial_accumulator_value=s.initial_accumulator_value))
+    return opts
+
+
+def lr_factor(step: int, total_steps: int, cfg: OptimizerConfig) -> float:
+    """Multiplier of the base learning rates at ``step`` (0-based)."""
+    if cfg.warmup_steps and step < cfg.warmup_steps:
+        return (step + 1) / cfg.warmup_steps
+    if cfg.schedule == "constant":
+        return 1.0
+    if cfg.schedule == "exponential":
+        return cfg.decay_rate ** ((step - cfg.warmup_steps) / cfg.decay_steps)
+    span = max(total_steps - cfg.warmup_steps, 1)
+    progress = min(max(step - cfg.warmup_steps, 0) / span, 1.0)
+    shape = 1.0 - progress if cfg.schedule == "linear" else 0.5 * (1.0 + math.cos(math.pi * progress))
+    return cfg.min_lr_ratio + (1.0 - cfg.min_lr_ratio) * shape
+
+
+def build_schedulers(opts: list[torch.optim.Optimizer], total_steps: int, cfg: OptimizerConfig) -> list:
+    return [torch.optim.lr_scheduler.LambdaLR(o, lambda step: lr_factor(step, total_steps, cfg)) for o in opts]

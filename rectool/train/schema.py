@@ -1,0 +1,102 @@
+"""From a config and the training data's parquet schema to an ``InputSpec`` and normaliser stats.
+
+The spec says which columns the model reads and how (see ``rectool.train.inputs``);
+it is checked here against the data so that a wrong column name or type is one line
+naming the feature, the column and what was found.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from rectool.errors import UserError
+from rectool.train.config import Config, CrossFeature, IdFeature, RawFeature, SequenceFeature
+from rectool.train.inputs import ColumnSpec, InputSpec, kind_of
+
+STATS_ROWS = 1_000_000
+
+
+def _column_kind(schema: pa.Schema, column: str, feature: str, source: str) -> str:
+    if column not in schema.names:
+        raise UserError(f"features.{feature}: column '{column}' is not in {source}; it has {', '.join(schema.names)}")
+    kind = kind_of(schema.field(column).type)
+    if kind is None:
+        raise UserError(f"features.{feature}: column '{column}' has type {schema.field(column).type}, "
+                        "which no feature reads (use ints, floats, strings or lists of them)")
+    return kind
+
+
+def build_input_spec(cfg: Config, schema: pa.Schema, source: str) -> InputSpec:
+    cols: dict[str, ColumnSpec] = {}
+
+    def add(col: ColumnSpec) -> None:
+        prev = cols.get(col.name)
+        if prev is None or (col.width or 0) > (prev.width or 0) or col.num_buckets is not None:
+            cols[col.name] = col
+
+    for f in cfg.features:
+        if isinstance(f, CrossFeature):
+            for c in f.inputs:
+                kind = _column_kind(schema, c, f.name, source)
+                if kind not in ("int", "string"):
+                    raise UserError(f"features.{f.name}: cross input '{c}' must be an int or string column (is {kind})")
+                add(ColumnSpec(c, kind))  # type: ignore[arg-type]
+            continue
+        col = f.input or f.name
+        kind = _column_kind(schema, col, f.name, source)
+        if isinstance(f, SequenceFeature):
+            if kind not in ("int_list", "string_list"):
+                raise UserError(f"features.{f.name}: sequence column '{col}' must be a list of ids (is {kind})")
+            check = f.num_buckets if (f.num_buckets is not None and not f.modulo) else None
+            add(ColumnSpec(col, kind, width=f.max_len, keep="last" if f.truncate == "keep_last" else "first",  # type: ignore[arg-type]
+                           default=f.default_id, num_buckets=check, feature=f.name))
+        elif isinstance(f, IdFeature):
+            if kind not in ("int", "string"):
+                raise UserError(f"features.{f.name}: id column '{col}' must be an int or string column (is {kind})")
+            if kind == "string" and f.num_buckets is not None:
+                raise UserError(f"features.{f.name}: column '{col}' holds strings; use hash_bucket_size or vocab_list")
+            check = f.num_buckets if (f.num_buckets is not None and not f.modulo) else None
+            add(ColumnSpec(col, kind, default=f.default_id, num_buckets=check, feature=f.name))  # type: ignore[arg-type]
+        elif isinstance(f, RawFeature):
+            if kind not in ("int", "float"):
+                raise UserError(f"features.{f.name}: raw column '{col}' must be numeric (is {kind})")
+            add(ColumnSpec(col, "float", default=f.default_value))
+    label = cfg.data.label
+    if label not in schema.names:
+        raise UserError(f"data.label: column '{label}' is not in {source}; it has {', '.join(schema.names)}")
+    weight = cfg.data.sample_weight
+    if weight is not None and weight not in schema.names:
+        raise UserError(f"data.sample_weight: column '{weight}' is not in {source}")
+    return InputSpec(columns=list(cols.values()), label=label,
+                     label_kind="multiclass" if cfg.model.num_class > 1 else "binary", weight=weight)
+
+
+def normalizer_stats(cfg: Config, files: list[str]) -> dict[str, tuple[float, float]]:
+    """(mean, std) or (min, max) of raw features whose normaliser has no ``stats`` in the config,
+    from the first ``STATS_ROWS`` training rows (deterministic, identical on every rank)."""
+    wanted = {f.name: f for f in cfg.features
+              if isinstance(f, RawFeature) and f.normalizer in ("zscore", "minmax") and f.stats is None}
+    if not wanted:
+        return {}
+    columns = sorted({f.input or f.name for f in wanted.values()})
+    parts, rows = [], 0
+    for path in files:
+        pf = pq.ParquetFile(path)
+        for rg in range(pf.metadata.num_row_groups):
+            t = pf.read_row_group(rg, columns=columns)
+            parts.append(t)
+            rows += t.num_rows
+            if rows >= STATS_ROWS:
+                break
+        if rows >= STATS_ROWS:
+            break
+    table = pa.concat_tables(parts)
+    out = {}
+    for name, f in wanted.items():
+        values = pc.cast(table.column(f.input or f.name), pa.float64()).fill_null(f.default_value)
+        x = np.asarray(values.to_numpy(), dtype=np.float64)
+        out[name] = (float(x.mean()), float(x.std())) if f.normalizer == "zscore" else (float(x.min()), float(x.max()))
+    return out

@@ -1,0 +1,301 @@
+"""``rectool train``: the training loop, readable top to bottom.
+
+    rectool train --config examples/deepfm_tianchi.yaml                 # one process
+    rectool train --config x.yaml --nproc 2                             # 2 processes (gloo on CPU)
+    torchrun --nproc-per-node 2 -m rectool train --config x.yaml        # the same, your launcher
+
+Inputs: the config's ``data.train_input`` (and ``eval_input``), parquet.
+Outputs in ``train.model_dir``: ``config.yaml``, ``input_spec.json``, ``checkpoints/``,
+``metrics.jsonl``, ``tensorboard/`` (layout: ``rectool.train.checkpoint``).
+
+Each step: batch -> model -> loss (BCE, or softmax CE) -> backward (gradient
+accumulation over ``grad_accum_steps`` batches) -> clip -> dense + sparse optimiser
+step -> lr schedule. Every ``log_every`` steps the mean loss (all-reduced) is logged;
+every ``eval_every`` steps and at the end the eval set is scored on all ranks and the
+predictions gathered for AUC / GAUC / logloss. Rank 0 alone logs and checkpoints.
+Rerunning the same command resumes from the latest checkpoint, at the same data
+position and RNG state, and ends where an uninterrupted run ends.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.nn.parallel import DistributedDataParallel
+
+from rectool import console
+from rectool.errors import UserError
+from rectool.train import checkpoint as ckpt
+from rectool.train import distributed as D
+from rectool.train.config import Config, dump_config
+from rectool.train.data import Loader, list_files
+from rectool.train.inputs import InputSpec
+from rectool.train.metrics import compute as compute_metrics
+from rectool.train.models import build_model
+from rectool.train.models.base import RankingModel
+from rectool.train.optim import build_optimizers, build_schedulers
+from rectool.train.schema import build_input_spec, normalizer_stats
+
+
+class _Log:
+    """metrics.jsonl + TensorBoard on rank 0; nothing elsewhere."""
+
+    def __init__(self, model_dir: Path, enabled: bool) -> None:
+        self.enabled = enabled
+        self.tb = None
+        if enabled:
+            self.jsonl = open(model_dir / "metrics.jsonl", "a")  # noqa: SIM115 (closed in close())
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self.tb = SummaryWriter(str(model_dir / "tensorboard"))
+            except ImportError:  # tensorboard is a dependency, but logging must never stop training
+                self.tb = None
+
+    def write(self, kind: str, step: int, values: dict[str, float]) -> None:
+        if not self.enabled:
+            return
+        self.jsonl.write(json.dumps({"kind": kind, "step": step, "time": round(time.time(), 3), **values}) + "\n")
+        self.jsonl.flush()
+        if self.tb is not None:
+            for k, v in values.items():
+                if isinstance(v, (int, float)) and math.isfinite(v):
+                    self.tb.add_scalar(f"{kind}/{k}", v, step)
+
+    def close(self) -> None:
+        if self.enabled:
+            self.jsonl.close()
+            if self.tb is not None:
+                self.tb.close()
+
+
+def _to(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    if device.type == "cpu":
+        return batch
+    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+
+
+def _threads(cfg: Config) -> int:
+    if cfg.train.threads:
+        return cfg.train.threads
+    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", os.environ.get("WORLD_SIZE", "1")))
+    return max(1, (os.cpu_count() or 1) // local_world)
+
+
+@torch.no_grad()
+def evaluate(model: RankingModel, loader: Loader, cfg: Config, dist: D.Dist) -> dict[str, float]:
+    """Score the eval set on every rank, gather, compute the configured metrics."""
+    module = model.module if isinstance(model, DistributedDataParallel) else model
+    module.eval()
+    scores, labels, keys = [], [], []
+    key = "key:" + cfg.eval.gauc_key
+    for batch in loader.epoch(0):
+        batch = _to(batch, dist.device)
+        probs = module.probabilities(module(batch))
+        scores.append(probs.float().cpu().numpy())
+        labels.append(batch["label"].cpu().numpy())
+        if key in batch:
+            keys.append(batch[key].cpu().numpy())
+    module.train()
+    s = D.gather_array(np.concatenate(scores) if scores else np.empty(0, np.float32))
+    y = D.gather_array(np.concatenate(labels) if labels else np.empty(0, np.float32))
+    g = D.gather_array(np.concatenate(keys)) if keys else None
+    return compute_metrics(cfg.eval.metrics, s, y, g, cfg.model.num_class) | {"rows": int(y.shape[0])}
+
+
+def _prepare_model_dir(cfg: Config, spec: InputSpec, dist: D.Dist, resume: bool) -> Path:
+    model_dir = Path(cfg.train.model_dir)
+    existing = ckpt.list_checkpoints(model_dir)
+    if dist.is_main:
+        model_dir.mkdir(parents=True, exist_ok=True)
+        saved = model_dir / "config.yaml"
+        if existing and not resume:
+            raise UserError(f"train.model_dir {model_dir}: already holds checkpoints; resume (drop --no-resume) "
+                            "or choose a new model_dir")
+        if existing and saved.is_file() and saved.read_text() != dump_config(cfg):
+            old, new = saved.read_text().splitlines(), dump_config(cfg).splitlines()
+            diff = next((f"'{a.strip()}' -> '{b.strip()}'" for a, b in zip(old, new) if a != b), "length differs")
+            raise UserError(f"train.model_dir {model_dir}: its checkpoints come from another config ({diff}); "
+                            "use a new model_dir to train this one")
+        saved.write_text(dump_config(cfg))
+        (model_dir / "input_spec.json").write_text(spec.to_json())
+    D.barrier()
+    return model_dir
+
+
+def train(cfg: Config, device: str = "auto", resume: bool = True) -> dict[str, Any]:
+    """Train the configured model; returns the summary figures."""
+    dist = D.setup(device)
+    try:
+        return _train(cfg, dist, resume)
+    finally:
+        D.teardown()
+
+
+def _train(cfg: Config, dist: D.Dist, resume: bool) -> dict[str, Any]:
+    torch.set_num_threads(_threads(cfg))
+    torch.manual_seed(cfg.train.seed)  # identical initial weights on every rank
+    files = list_files(cfg.data.train_input, "data.train_input")
+    import pyarrow.parquet as pq
+
+    spec = build_input_spec(cfg, pq.read_schema(files[0]), cfg.data.train_input)
+    stats = normalizer_stats(cfg, files)
+    # sparse row gradients, except under nccl, which cannot all-reduce them
+    nccl = dist.enabled and dist.device.type == "cuda"
+    if nccl and cfg.optimizer.sparse.type == "sparse_adam":
+        raise UserError("optimizer.sparse.type: sparse_adam needs sparse gradients, which nccl cannot all-reduce; "
+                        "use rowwise_adagrad, adagrad or dense for multi-GPU training")
+    sparse_grads = cfg.optimizer.sparse.type != "dense" and not nccl
+    model = build_model(cfg, spec, stats, sparse=sparse_grads).to(dist.device)
+    module = model
+    if dist.enabled:
+        if sparse_grads:  # DDP's reducer cannot bucket sparse gradients: the tables are all-reduced by hand
+            DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(
+                model, [f"engine.tables.{k}" for k in module.engine.tables])
+        model = DistributedDataParallel(model, device_ids=[dist.device.index] if dist.device.type == "cuda" else None)
+    model_dir = _prepare_model_dir(cfg, spec, dist, resume)
+
+    keys = (cfg.eval.gauc_key,) if "gauc" in cfg.eval.metrics else ()
+    d = cfg.data
+    train_loader = Loader(d.train_input, spec, batch_size=d.batch_size, num_workers=d.num_workers,
+                          seed=cfg.train.seed, shuffle=d.shuffle, shuffle_buffer=d.shuffle_buffer,
+                          drop_remainder=d.drop_remainder, rank=dist.rank, world=dist.world)
+    eval_loader = None
+    if d.eval_input:
+        eval_loader = Loader(d.eval_input, spec, batch_size=d.eval_batch_size or d.batch_size,
+                             num_workers=min(d.num_workers, 1), seed=cfg.train.seed, shuffle=False, shuffle_buffer=0,
+                             drop_remainder=False, rank=dist.rank, world=dist.world, keys=keys,
+                             what="data.eval_input", max_rows=cfg.eval.max_rows)
+    steps_per_epoch = [train_loader.steps_per_epoch(e) for e in range(cfg.train.epochs)]
+    total_steps = sum(steps_per_epoch)
+    if cfg.train.max_steps is not None:
+        total_steps = min(total_steps, cfg.train.max_steps)
+    if total_steps == 0:
+        raise UserError(f"data.train_input: {train_loader.rows} rows give no full batch of {d.batch_size} "
+                        f"on {dist.world} process(es); lower data.batch_size or set drop_remainder: false")
+    accum = cfg.train.grad_accum_steps
+    fused = dist.device.type in ("cpu", "cuda") and cfg.optimizer.dense.type != "sgd"
+    opts = build_optimizers(module, module.engine.embedding_parameters(), cfg.optimizer, fused=fused)
+    scheds = build_schedulers(opts, math.ceil(total_steps / accum), cfg.optimizer)
+
+    # ---- resume ------------------------------------------------------------------------
+    step, epoch0, skip, best = 0, 0, 0, None
+    found = ckpt.list_checkpoints(model_dir) if resume else []
+    if found:
+        state = ckpt.load(found[-1])
+        try:
+            module.load_state_dict(state["model"])
+        except RuntimeError as exc:
+            raise UserError(f"{found[-1]}: does not fit this model ({str(exc).splitlines()[0][:160]}); "
+                            "use a new train.model_dir") from exc
+        for o, s in zip(opts, state["optimizers"]):
+            o.load_state_dict(s)
+        for sc, s in zip(scheds, state["schedulers"]):
+            sc.load_state_dict(s)
+        step, epoch0, skip, best = state["step"], state["epoch"], state["step_in_epoch"], state.get("best")
+        ckpt.set_rng_state(state["rng"])
+        console.log(f"resuming from {found[-1]} (step {step}, epoch {epoch0}, batch {skip})")
+
+    log = _Log(model_dir, dist.is_main)
+    last_saved = step if found else -1
+
+    def save(epoch: int, in_epoch: int, metrics: dict[str, float] | None) -> None:
+        nonlocal best, last_saved
+        if dist.is_main:
+            payload = {"model": module.state_dict(), "optimizers": [o.state_dict() for o in opts],
+                       "schedulers": [s.state_dict() for s in scheds], "step": step, "epoch": epoch,
+                       "step_in_epoch": in_epoch, "rng": ckpt.rng_state(), "best": best,
+                       "config": dump_config(cfg), "input_spec": spec.to_json()}
+            path = ckpt.checkpoint_dir(model_dir) / f"ckpt-{step:08d}.pt"
+            value = (metrics or {}).get(cfg.train.best_metric)
+            if value is not None and math.isfinite(value):
+                better = best is None or (value > best if cfg.train.best_mode == "max" else value < best)
+                if better:
+                    best = value
+                    payload["best"] = best
+                    ckpt.save(ckpt.checkpoint_dir(model_dir) / "best.pt", payload)
+            ckpt.save(path, payload)
+            ckpt.prune(model_dir, cfg.train.keep_checkpoints)
+        last_saved = step
+        D.barrier()
+
+    # ---- the loop ----------------------------------------------------------------------
+    model.train()
+    eval_metrics: dict[str, float] = {}
+    window_loss, window_n, seen, t0 = 0.0, 0, 0, time.perf_counter()
+    with console.progress("train", total=total_steps) as bar:
+        bar.advance(step)
+        for epoch in range(epoch0, cfg.train.epochs):
+            if step >= total_steps:
+                break
+            batches = iter(train_loader.epoch(epoch))
+            for _ in range(skip):  # data position of a resumed run
+                next(batches)
+            in_epoch = skip
+            skip = 0
+            while in_epoch < steps_per_epoch[epoch] and step < total_steps:
+                batch = _to(next(batches), dist.device)
+                last_micro = (step + 1) % accum == 0 or step + 1 == total_steps
+                sync = model.no_sync() if (dist.enabled and not last_micro) else contextlib.nullcontext()
+                with sync:
+                    logits = model(batch)
+                    loss = module.loss(logits, batch)
+                    (loss / accum).backward()
+                if last_micro:
+                    if dist.enabled and sparse_grads:
+                        D.average_sparse_grads(module.engine.embedding_parameters())
+                    if cfg.optimizer.clip_grad_norm:
+                        dense = [p for p in module.parameters() if p.grad is not None and not p.grad.is_sparse]
+                        torch.nn.utils.clip_grad_norm_(dense, cfg.optimizer.clip_grad_norm)
+                    for o in opts:
+                        o.step()
+                    for o in opts:
+                        o.zero_grad(set_to_none=True)
+                    for s in scheds:
+                        s.step()
+                step += 1
+                in_epoch += 1
+                n = batch["label"].shape[0]
+                seen += n
+                window_loss += float(loss.detach()) * n
+                window_n += n
+                if step % cfg.train.log_every == 0 or step == total_steps:
+                    mean_loss = D.mean_scalar(window_loss / max(window_n, 1), dist.device)
+                    rate = seen * dist.world / max(time.perf_counter() - t0, 1e-9)
+                    log.write("train", step, {"loss": mean_loss, "lr": opts[0].param_groups[0]["lr"],
+                                              "samples_per_s": rate, "epoch": epoch})
+                    bar.update(info=f"loss {mean_loss:.4f}  {rate:,.0f} samples/s")
+                    window_loss, window_n = 0.0, 0
+                bar.advance(1)
+                metrics = None
+                if eval_loader is not None and cfg.train.eval_every and step % cfg.train.eval_every == 0 \
+                        and step < total_steps:
+                    metrics = evaluate(model, eval_loader, cfg, dist)
+                    log.write("eval", step, metrics)
+                    eval_metrics = metrics
+                if cfg.train.checkpoint_every and step % cfg.train.checkpoint_every == 0 and step < total_steps:
+                    done_epoch = in_epoch >= steps_per_epoch[epoch]
+                    save(epoch + 1 if done_epoch else epoch, 0 if done_epoch else in_epoch, metrics)
+            del batches
+    train_seconds = time.perf_counter() - t0
+    if eval_loader is not None:
+        eval_metrics = evaluate(model, eval_loader, cfg, dist)
+        log.write("eval", step, eval_metrics)
+    if last_saved != step:
+        save(cfg.train.epochs, 0, eval_metrics)
+    log.close()
+    summary = {"model_dir": str(model_dir), "steps": step, "processes": dist.world,
+               "train_rows_per_epoch": train_loader.rows, "seconds": round(train_seconds, 2),
+               "samples_per_s": round(seen * dist.world / max(train_seconds, 1e-9), 1)}
+    summary.update({f"eval_{k}": round(v, 5) if isinstance(v, float) else v for k, v in eval_metrics.items()})
+    if best is not None:
+        summary[f"best_{cfg.train.best_metric}"] = round(best, 5)
+    return summary
