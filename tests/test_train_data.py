@@ -21,7 +21,7 @@ def data(tmp_path_factory):
 
 
 def _rows(loader, epoch=0):
-    batches = list(loader.epoch(epoch))
+    batches = list(loader.batches(epoch))
     # a row's identity: its user and the exact bits of its (continuous, distinct) price
     keys = torch.cat([b["user_id"] * 2**32 + b["price"].view(torch.int32).long() for b in batches]).tolist()
     return batches, keys
@@ -65,7 +65,7 @@ def test_ranks_are_disjoint_and_equal_length(data):
     keys = [set(_rows(p)[1]) for p in parts]
     assert not keys[0] & keys[1]
     assert parts[0].steps_per_epoch(0) == parts[1].steps_per_epoch(0)
-    assert all(len(list(p.epoch(0))) >= p.steps_per_epoch(0) for p in parts)
+    assert all(len(list(p.batches(0))) >= p.steps_per_epoch(0) for p in parts)
 
 
 def test_drop_remainder_gives_full_batches(data):

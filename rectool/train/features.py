@@ -146,6 +146,15 @@ class SequenceTruncate(nn.Module):
 
 
 @dataclass
+class Prepared:
+    """One batch after every feature's transform: bucket ids [B], dense values [B], sequences ([B, L], mask)."""
+
+    ids: dict[str, torch.Tensor] = field(default_factory=dict)
+    dense: dict[str, torch.Tensor] = field(default_factory=dict)
+    sequences: dict[str, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
+
+
+@dataclass
 class GroupOutput:
     """What a model reads from a feature group.
 
@@ -225,23 +234,28 @@ class FeatureEngine(nn.Module):
         self.tables = nn.ParameterDict({
             f"dim{dim}": nn.Parameter(torch.randn(rows, dim) * init_std) for dim, rows in sorted(rows_per_dim.items())})
 
-    # -- transforms -------------------------------------------------------------------------
+    # -- per batch: every transform once ------------------------------------------------------
 
-    def _ids(self, name: str, x: dict[str, torch.Tensor]) -> torch.Tensor:
-        f = self.features[name]
-        if isinstance(f, CrossFeature):
-            return self.transforms[name](*[x[c] for c in f.inputs])
-        col = f.input or f.name
-        if isinstance(f, RawFeature):
-            return self.transforms[name](x[col])
-        if isinstance(f, SequenceFeature):
-            values, _ = self.truncates[name](x[col], x[col + LEN_SUFFIX])
-            return self.transforms[name](values)
-        return self.transforms[name](x[col])
-
-    def _dense(self, name: str, x: dict[str, torch.Tensor]) -> torch.Tensor:
-        f = self.features[name]
-        return self.normalizers[name](x[f.input or f.name])
+    def prepare(self, x: dict[str, torch.Tensor]) -> Prepared:
+        """Run each feature's transform once: bucket ids, normalised values, truncated sequences."""
+        p = Prepared()
+        for name, f in self.features.items():
+            if isinstance(f, SequenceFeature):
+                col = f.input or f.name
+                values, lengths = self.truncates[name](x[col], x[col + LEN_SUFFIX])
+                mask = torch.arange(f.max_len, device=values.device).unsqueeze(0) < lengths.unsqueeze(1)
+                p.sequences[name] = (self.transforms[name](values), mask)
+            elif isinstance(f, CrossFeature):
+                p.ids[name] = self.transforms[name](*[x[c] for c in f.inputs])
+            elif isinstance(f, RawFeature):
+                col = f.input or f.name
+                if name in self.transforms:
+                    p.ids[name] = self.transforms[name](x[col])
+                else:
+                    p.dense[name] = self.normalizers[name](x[col])
+            else:
+                p.ids[name] = self.transforms[name](x[f.input or f.name])
+        return p
 
     def _lookup(self, table: str, ids: torch.Tensor) -> torch.Tensor:
         weight = self.tables[f"dim{self.dim_of_table[table]}"]
@@ -255,66 +269,75 @@ class FeatureEngine(nn.Module):
             return (emb * m).sum(1) / torch.clamp(m.sum(1), min=1.0)
         return (emb[:, : f.tile_len] * m[:, : f.tile_len]).flatten(1)  # tile
 
-    def sequence(self, name: str, x: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    def sequence(self, name: str, p: Prepared) -> tuple[torch.Tensor, torch.Tensor]:
         """[B, L, D] embeddings and [B, L] mask of a sequence feature."""
-        f = self.features[name]
-        col = f.input or f.name
-        values, lengths = self.truncates[name](x[col], x[col + LEN_SUFFIX])
-        ids = self.transforms[name](values)
-        mask = torch.arange(f.max_len, device=ids.device).unsqueeze(0) < lengths.unsqueeze(1)
+        ids, mask = p.sequences[name]
         return self._lookup(self.table_of[name], ids), mask
 
-    def embed(self, name: str, x: dict[str, torch.Tensor]) -> torch.Tensor:
+    def embed(self, name: str, p: Prepared) -> torch.Tensor:
         """[B, D] embedding of one pooled id-like feature."""
         f = self.features[name]
         if isinstance(f, SequenceFeature):
-            emb, mask = self.sequence(name, x)
+            emb, mask = self.sequence(name, p)
             return self._pool(f, emb, mask)
-        return self._lookup(self.table_of[name], self._ids(name, x))
+        return self._lookup(self.table_of[name], p.ids[name])
 
-    def group(self, group: str, x: dict[str, torch.Tensor]) -> GroupOutput:
+    def _single_ids(self, group: str) -> list[str]:
+        return [n for n in self.groups[group] if n in self.table_of and not isinstance(self.features[n], SequenceFeature)]
+
+    def _stacked_lookup(self, names: list[str], tables: list[str], dim: int, p: Prepared) -> torch.Tensor:
+        """One embedding call for several features of one dim: [B, F, dim]."""
+        offsets = torch.tensor([self.offset[t] for t in tables], dtype=torch.int64)
+        ids = torch.stack([p.ids[n] for n in names], dim=1) + offsets.to(p.ids[names[0]].device)
+        return F.embedding(ids, self.tables[f"dim{dim}"], sparse=self.sparse)
+
+    def group(self, group: str, p: Prepared) -> GroupOutput:
         members = self.groups[group]
-        single = [n for n in members if n in self.table_of and not isinstance(self.features[n], SequenceFeature)]
-        pooled: dict[str, torch.Tensor] = {}
+        single = self._single_ids(group)
         by_dim: dict[int, list[str]] = {}
         for n in single:
             by_dim.setdefault(self.dim_of_table[self.table_of[n]], []).append(n)
-        for dim, names in by_dim.items():  # one lookup per dim for all single-id features
-            ids = torch.stack([self._ids(n, x) + self.offset[self.table_of[n]] for n in names], dim=1)
-            emb = F.embedding(ids, self.tables[f"dim{dim}"], sparse=self.sparse)
-            for i, n in enumerate(names):
-                pooled[n] = emb[:, i]
+        looked: dict[int, torch.Tensor] = {
+            dim: self._stacked_lookup(names, [self.table_of[n] for n in names], dim, p) for dim, names in by_dim.items()}
         sequences: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        pooled_seq: dict[str, torch.Tensor] = {}
         for n in members:
             f = self.features[n]
             if isinstance(f, SequenceFeature):
-                emb, mask = self.sequence(n, x)
+                emb, mask = self.sequence(n, p)
                 if f.combiner == "none":
                     sequences[n] = (emb, mask)
                 else:
-                    pooled[n] = self._pool(f, emb, mask)
-        dense = self.dense(group, x)
-        ordered = [pooled[n] for n in members if n in pooled]
-        dims = {t.shape[-1] for t in ordered}
-        stacked = torch.stack(ordered, dim=1) if ordered and len(dims) == 1 else None
-        parts = ordered + ([dense] if dense is not None else [])
-        if not parts:
+                    pooled_seq[n] = self._pool(f, emb, mask)
+        dense = self.dense(group, p)
+        if len(looked) == 1 and not pooled_seq:  # the common case: one lookup is the whole group, in order
+            stacked = next(iter(looked.values()))
+            ordered = [stacked.flatten(1)]
+        else:
+            index = {n: (dim, i) for dim, names in by_dim.items() for i, n in enumerate(names)}
+            parts = [looked[index[n][0]][:, index[n][1]] if n in index else pooled_seq[n]
+                     for n in members if n in index or n in pooled_seq]
+            dims = {t.shape[-1] for t in parts}
+            stacked = torch.stack(parts, dim=1) if parts and len(dims) == 1 else None
+            ordered = parts
+        flat_parts = ordered + ([dense] if dense is not None else [])
+        if not flat_parts:
             raise UserError(f"feature group {group}: no feature gives a pooled embedding or a dense value")
-        return GroupOutput(stacked, torch.cat(parts, dim=1), dense, sequences)
+        return GroupOutput(stacked, torch.cat(flat_parts, dim=1) if len(flat_parts) > 1 else flat_parts[0],
+                           dense, sequences)
 
-    def wide(self, group: str, x: dict[str, torch.Tensor]) -> torch.Tensor:
+    def wide(self, group: str, p: Prepared) -> torch.Tensor:
         """[B, 1]: the sum of the group's 1-dim (first-order) weights."""
-        names = [n for n in self.groups[group] if n in self.table_of
-                 and not isinstance(self.features[n], SequenceFeature)]
+        names = self._single_ids(group)
         if not names:
-            return torch.zeros(next(iter(x.values())).shape[0], 1)
-        ids = torch.stack([self._ids(n, x) + self.offset["wide/" + self.table_of[n]] for n in names], dim=1)
-        return F.embedding(ids, self.tables["dim1"], sparse=self.sparse).sum(1)
+            some = next(iter([*p.ids.values(), *p.dense.values()]))
+            return torch.zeros(some.shape[0], 1, device=some.device)
+        return self._stacked_lookup(names, ["wide/" + self.table_of[n] for n in names], 1, p).sum(1)
 
-    def dense(self, group: str, x: dict[str, torch.Tensor]) -> torch.Tensor | None:
+    def dense(self, group: str, p: Prepared) -> torch.Tensor | None:
         """[B, n_dense] normalised raw values of a group, or None when it has none."""
-        names = [n for n in self.groups[group] if isinstance(self.features[n], RawFeature) and n not in self.table_of]
-        return torch.stack([self._dense(n, x) for n in names], dim=1) if names else None
+        names = [n for n in self.groups[group] if n in p.dense]
+        return torch.stack([p.dense[n] for n in names], dim=1) if names else None
 
     def dense_width(self, group: str) -> int:
         return sum(1 for n in self.groups[group] if isinstance(self.features[n], RawFeature)

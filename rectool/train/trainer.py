@@ -97,7 +97,7 @@ def evaluate(model: RankingModel, loader: Loader, cfg: Config, dist: D.Dist) -> 
     module.eval()
     scores, labels, keys = [], [], []
     key = "key:" + cfg.eval.gauc_key
-    for batch in loader.epoch(0):
+    for batch in loader.batches(0):
         batch = _to(batch, dist.device)
         probs = module.probabilities(module(batch))
         scores.append(probs.float().cpu().numpy())
@@ -236,7 +236,7 @@ def _train(cfg: Config, dist: D.Dist, resume: bool) -> dict[str, Any]:
         for epoch in range(epoch0, cfg.train.epochs):
             if step >= total_steps:
                 break
-            batches = iter(train_loader.epoch(epoch))
+            batches = train_loader.batches(epoch)
             for _ in range(skip):  # data position of a resumed run
                 next(batches)
             in_epoch = skip

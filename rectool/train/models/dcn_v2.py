@@ -36,7 +36,8 @@ class DCNv2(RankingModel):
         self.head = nn.Linear(head_in, self.num_class)
 
     def logits(self, x: dict[str, torch.Tensor]) -> torch.Tensor:
-        x0 = self.engine.group("deep", x).flat
+        p = self.engine.prepare(x)
+        x0 = self.engine.group("deep", p).flat
         xc = x0
         for layer in self.cross:
             xc = layer(x0, xc)

@@ -31,14 +31,15 @@ class DeepFM(RankingModel):
         self.head = nn.Linear(self.mlp.out_features, self.num_class)
 
     def logits(self, x: dict[str, torch.Tensor]) -> torch.Tensor:
-        fm_in = self.engine.group("fm", x)
+        p = self.engine.prepare(x)
+        fm_in = self.engine.group("fm", p)
         if fm_in.stacked is None:
             raise UserError("deepfm: the 'fm' group needs embedding features of one embedding_dim")
         e = fm_in.stacked                                              # [B, F, D]
         s = e.sum(1)
         second = 0.5 * (s * s - (e * e).sum(1)).sum(1, keepdim=True)  # Σ_{i<j} <e_i, e_j>
-        deep_in = fm_in if self.engine.groups["deep"] == self.engine.groups["fm"] else self.engine.group("deep", x)
-        out = self.engine.wide("wide", x) + second
+        deep_in = fm_in if self.engine.groups["deep"] == self.engine.groups["fm"] else self.engine.group("deep", p)
+        out = self.engine.wide("wide", p) + second
         if self.dense_linear is not None and deep_in.dense is not None:
             out = out + self.dense_linear(deep_in.dense)
         return self.head(self.mlp(deep_in.flat)) + out

@@ -60,8 +60,9 @@ class DIN(RankingModel):
         self.head = nn.Linear(self.mlp.out_features, self.num_class)
 
     def logits(self, x: dict[str, torch.Tensor]) -> torch.Tensor:
-        parts = [self.engine.group("deep", x).flat] if self.has_deep else []
+        p = self.engine.prepare(x)
+        parts = [self.engine.group("deep", p).flat] if self.has_deep else []
         for seq, query in self.pairs:
-            keys, mask = self.engine.sequence(seq, x)
-            parts.append(self.attention[seq](self.engine.embed(query, x), keys, mask))
+            keys, mask = self.engine.sequence(seq, p)
+            parts.append(self.attention[seq](self.engine.embed(query, p), keys, mask))
         return self.head(self.mlp(torch.cat(parts, dim=1)))

@@ -22,9 +22,10 @@ class WideAndDeep(RankingModel):
         self.head = nn.Linear(self.mlp.out_features, self.num_class)
 
     def logits(self, x: dict[str, torch.Tensor]) -> torch.Tensor:
-        wide = self.engine.wide("wide", x)
-        dense = self.engine.dense("wide", x)
+        p = self.engine.prepare(x)
+        wide = self.engine.wide("wide", p)
+        dense = self.engine.dense("wide", p)
         if dense is not None:
             wide = wide + self.wide_dense(dense)
-        deep = self.head(self.mlp(self.engine.group("deep", x).flat))
+        deep = self.head(self.mlp(self.engine.group("deep", p).flat))
         return deep + wide
