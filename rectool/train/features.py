@@ -283,7 +283,8 @@ class FeatureEngine(nn.Module):
         return self._lookup(self.table_of[name], p.ids[name])
 
     def _single_ids(self, group: str) -> list[str]:
-        return [n for n in self.groups[group] if n in self.table_of and not isinstance(self.features[n], SequenceFeature)]
+        return [n for n in self.groups[group]
+                if n in self.table_of and not isinstance(self.features[n], SequenceFeature)]
 
     def _stacked_lookup(self, names: list[str], tables: list[str], dim: int, p: Prepared) -> torch.Tensor:
         """One embedding call for several features of one dim: [B, F, dim]."""
@@ -297,8 +298,8 @@ class FeatureEngine(nn.Module):
         by_dim: dict[int, list[str]] = {}
         for n in single:
             by_dim.setdefault(self.dim_of_table[self.table_of[n]], []).append(n)
-        looked: dict[int, torch.Tensor] = {
-            dim: self._stacked_lookup(names, [self.table_of[n] for n in names], dim, p) for dim, names in by_dim.items()}
+        looked: dict[int, torch.Tensor] = {dim: self._stacked_lookup(names, [self.table_of[n] for n in names], dim, p)
+                                           for dim, names in by_dim.items()}
         sequences: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         pooled_seq: dict[str, torch.Tensor] = {}
         for n in members:
