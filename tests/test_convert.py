@@ -15,8 +15,8 @@ import time
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
-from helpers import ROOT, shared_path
 
+from helpers import ROOT, shared_path
 from rectool.artifacts import open_dataset, read_meta
 from rectool.errors import UserError
 from rectool.ingest import convert as convert_mod

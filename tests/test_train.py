@@ -12,8 +12,8 @@ import pyarrow.ipc as ipc
 import pytest
 import torch
 import yaml
-from helpers import ROOT, shared_path, toy_config, write_toy_ctr
 
+from helpers import ROOT, shared_path, toy_config, write_toy_ctr
 from rectool.artifacts import open_dataset
 from rectool.train import checkpoint as ckpt
 from rectool.train.config import Config, load_config

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 import yaml
-from helpers import toy_config
 
+from helpers import toy_config
 from rectool.errors import UserError
 from rectool.train.config import load_config
 

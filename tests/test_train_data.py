@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from helpers import write_toy_ctr
 
+from helpers import write_toy_ctr
 from rectool.train.data import Loader
 from rectool.train.inputs import ColumnSpec, InputSpec
 from rectool.train.metrics import compute, gauc

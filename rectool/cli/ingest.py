@@ -59,14 +59,17 @@ def convert(
     schema: Annotated[Path | None, typer.Option(help="YAML column spec for --format generic.")] = None,
     on_bad_rows: Annotated[str, typer.Option(help="error: stop at the first bad row; skip: drop and count them.")]
     = "error",
+    behavior: Annotated[int | None, typer.Option(help="Behaviour (1-4) of every row, for layouts without one "
+                                                      "(user-lines, pairs, movielens).")] = None,
     overwrite: OverwriteOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
-    """Convert raw CSV/TSV logs to parquet: events partitioned by day, or the deduplicated item subset."""
+    """Convert raw logs to parquet: events (by day when timed), or the deduplicated item subset."""
     from rectool.ingest.convert import convert as run_convert
 
     console.set_quiet(quiet)
     mode: Literal["error", "skip"] = on_bad_rows  # type: ignore[assignment]
-    result = run_convert(inputs, output, fmt=format, schema=schema, on_bad_rows=mode, overwrite=overwrite)
+    result = run_convert(inputs, output, fmt=format, schema=schema, on_bad_rows=mode, overwrite=overwrite,
+                         behavior=behavior)
     console.summary(f"convert {format}", result)
     console.emit_path(output)

@@ -54,6 +54,7 @@ from rectool.ingest.formats import (
     FormatSpec,
     load_format,
 )
+from rectool.ingest.lines import LINE_FORMATS, read_line_format
 
 BadRowMode = Literal["error", "skip"]
 MAX_EXAMPLES = 5
@@ -429,17 +430,33 @@ def _read_line(raw: RawFile, line_no: int) -> str | None:
 
 def convert(inputs: Sequence[str | os.PathLike[str]], output: str | os.PathLike[str], fmt: str = "tianchi-user",
             schema: str | os.PathLike[str] | None = None, on_bad_rows: BadRowMode = "error",
-            overwrite: bool = False) -> dict:
-    """Convert raw logs to an events or items dataset; returns the summary figures."""
+            overwrite: bool = False, behavior: int | None = None) -> dict:
+    """Convert raw logs to an events or items dataset; returns the summary figures.
+
+    ``behavior`` (1-4) is the behaviour of every row for layouts without a behaviour column.
+    """
     if on_bad_rows not in ("error", "skip"):
         raise UserError(f"--on-bad-rows {on_bad_rows}: choose error or skip")
-    spec = load_format(fmt, schema)
+    if behavior is not None and behavior not in (1, 2, 3, 4):
+        raise UserError(f"--behavior {behavior}: choose 1 (browse), 2 (collect), 3 (cart) or 4 (buy)")
+    spec = None
+    if fmt in LINE_FORMATS:
+        if schema is not None:
+            raise UserError(f"--schema is only used with --format generic (got --format {fmt})")
+    else:
+        spec = load_format(fmt, schema)
+        if behavior is not None:
+            if any(c.type in ("behavior", "behavior_code") for c in spec.columns):
+                raise UserError(f"--behavior: --format {fmt} has its own behaviour column")
+            spec = spec.model_copy(update={"behavior_default": behavior})
     if not inputs:
         raise UserError("no input files given; pass one or more files or globs")
     paths = [p for spec_ in inputs for p in expand_paths(spec_, "input")]
     for p in paths:
         if p.is_dir():
             raise UserError(f"input {p}: is a directory; give the raw files (a glob such as '{p}/*.csv' works)")
+    if spec is None:
+        return _convert_lines(paths, output, fmt, on_bad_rows, overwrite, behavior or 1)
     files = [sniff(p, spec, fmt) for p in paths]
     for f in files:
         if f.size == 0:
@@ -465,6 +482,36 @@ def convert(inputs: Sequence[str | os.PathLike[str]], output: str | os.PathLike[
         "days": len(days), "first_day": days[0] if days else "-", "last_day": days[-1] if days else "-",
         "seconds": round(sw.seconds, 2), "mb_per_s": round(stats.bytes / 1e6 / max(sw.seconds, 1e-9), 1),
     }
+
+
+def _convert_lines(paths: list[Path], output: str | os.PathLike[str], fmt: str, mode: BadRowMode, overwrite: bool,
+                   behavior: int) -> dict:
+    stats = ConvertStats(bad=BadRows(mode))
+
+    def stream(bar: console._Bar | console._NullBar) -> Iterator[pa.Table]:
+        for path in paths:
+            def on_bad(line: int, reason: str, text: str, path: Path = path) -> None:
+                if mode == "error":
+                    stats.bad.fail(path, line, reason, text)
+                stats.bad.add(path, reason, text, line)
+
+            opener = gzip.open if _is_gzip(path) else open
+            for table in read_line_format(path, fmt, opener, behavior, on_bad):
+                stats.rows += table.num_rows
+                yield table
+            bar.advance(path.stat().st_size)
+            stats.files += 1
+            stats.bytes += path.stat().st_size
+
+    with atomic_dir(output, overwrite) as tmp, console.Stopwatch() as sw:
+        with console.progress(f"convert {fmt}", total=sum(p.stat().st_size for p in paths), unit="B") as bar:
+            rows_out, out_schema = _write_events(stream(bar), tmp, stats)
+        write_meta(tmp, kind="events", inputs=[str(p) for p in paths], rows=rows_out, schema=out_schema, format=fmt,
+                   rows_read=stats.rows + stats.bad.count, ordered_by="seq",
+                   bad_rows={"mode": mode, "count": stats.bad.count, "examples": stats.bad.examples})
+    return {"output": str(output), "kind": "events", "files": stats.files, "input_mb": round(stats.bytes / 1e6, 1),
+            "rows_read": stats.rows + stats.bad.count, "rows_written": rows_out, "bad_rows": stats.bad.count,
+            "seconds": round(sw.seconds, 2)}
 
 
 def _write_events(stream: Iterator[pa.Table], tmp: Path, stats: ConvertStats) -> tuple[int, pa.Schema]:

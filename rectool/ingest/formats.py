@@ -11,6 +11,9 @@ tianchi-user   events  user_id, item_id, behavior_type (1-4), user_geohash, item
 tianchi-item   items   item_id, item_geohash, item_category (items repeat: deduplicated)
 userbehavior   events  user_id, item_id, category_id, behavior_type (pv|fav|cart|buy),
                        timestamp (unix seconds, converted to China time, UTC+8); no header
+movielens      events  MovieLens u.data: user, item, rating, unix time; tab separated
+user-lines     events  one line per user ``uid item item ...`` (see ``rectool.ingest.lines``)
+pairs          events  one ``user item`` pair per line
 generic        events  described by a YAML file (``--schema spec.yaml``), see below
                or items
 ============== ======= =====================================================================
@@ -149,12 +152,23 @@ USERBEHAVIOR = FormatSpec(
     rename={"behavior_type": "behavior", "timestamp": "time"},
     utc_offset_hours=8.0,
 )
+MOVIELENS = FormatSpec(  # u.data: user item rating unix-time, tab separated, no header
+    kind="events",
+    delimiter="\t",
+    header=False,
+    columns=(ColumnSpec(name="user_id", type="int64"), ColumnSpec(name="item_id", type="int64"),
+             ColumnSpec(name="rating", type="float32"),
+             ColumnSpec(name="timestamp", type="timestamp", format="unix_s")),
+    rename={"timestamp": "time"},
+    behavior_default=1,
+)
 BUILTIN_FORMATS: dict[str, FormatSpec] = {
     "tianchi-user": TIANCHI_USER,
     "tianchi-item": TIANCHI_ITEM,
     "userbehavior": USERBEHAVIOR,
+    "movielens": MOVIELENS,
 }
-FORMAT_NAMES = (*BUILTIN_FORMATS, "generic")
+FORMAT_NAMES = (*BUILTIN_FORMATS, "user-lines", "pairs", "generic")
 
 
 def load_format(name: str, schema_path: str | os.PathLike[str] | None = None) -> FormatSpec:
