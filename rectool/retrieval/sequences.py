@@ -1,0 +1,229 @@
+"""Next-item datasets for retrieval: behaviour sequences -> training samples, test inputs, truth.
+
+Protocols (``protocol=``), as in the literature:
+
+``user-split``     TDM/JTM: users with >= ``min_behaviors`` behaviours; ``n_test`` and
+                   ``n_valid`` users drawn by a seeded hash, disjoint from the training
+                   users. A held-out user's first half of behaviours (by time) is the
+                   input, the distinct items of the second half the truth.
+``leave-one-out``  every user's last item is the test truth (the one before it the
+                   validation truth, with ``n_valid`` > 0); the rest trains.
+``given``          train events and test events come separately (Amazon/MovieLens split
+                   files, Taobao buy ∪ cart vs held-out buys): a test user's input is their
+                   train history, the truth their test items.
+
+Inputs: events datasets from ``rectool convert`` (ordered by ``time``, then ``seq``).
+Outputs (one directory)::
+
+    train/   user_id, hist_item_ids list<int64>, hist_category_ids list<int64>,
+             item_id int64 (the target), category_id int64 — one row per target position
+             (``targets="all"``: every position after the first; ``"last"``: the last only)
+    test/inputs/  user_id, hist_item_ids, hist_category_ids (last ``max_history``, most recent
+                  last), seen_item_ids list<int64> (every input item of the excluded
+                  behaviours: what retrieval may leave out)
+    test/truth/   user_id, item_ids list<int64>
+    valid/inputs/, valid/truth/   the same for validation users (when any)
+    items/   item_id, category_id, train_count — the catalogue seen in training
+    _meta.json   protocol, parameters, counts
+
+Everything runs in DuckDB (out-of-core with ``memory_limit`` and ``temp_dir``).
+
+    rectool dataset --task next-item --events data/ub_events --protocol user-split --output data/ub_seq
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from rectool import console
+from rectool.artifacts import atomic_dir, check_kind, expand_paths, open_dataset, parquet_files, write_meta
+from rectool.errors import UserError
+from rectool.hashing import mix64
+
+Protocol = Literal["user-split", "leave-one-out", "given"]
+
+
+def _connect(threads: int | None, memory_limit: str | None, temp_dir: str | None):  # noqa: ANN202
+    import duckdb
+
+    con = duckdb.connect()
+    if threads:
+        con.execute(f"SET threads = {int(threads)}")
+    if memory_limit:
+        con.execute(f"SET memory_limit = '{memory_limit}'")
+    if temp_dir:
+        con.execute(f"SET temp_directory = '{temp_dir}'")
+    con.execute("SET preserve_insertion_order = false")
+    return con
+
+
+def _events_view(con, name: str, specs: Sequence[str], flag: str,  # noqa: ANN001
+                 behaviors: Sequence[int] | None) -> None:
+    """A view ``name`` over one or more events datasets with the ordering columns ``t`` and ``s``."""
+    files: list[str] = []
+    cols: list[str] | None = None
+    for spec in specs:
+        check_kind(spec, "events", flag)
+        names = open_dataset(spec, flag).schema.names
+        missing = [c for c in ("user_id", "item_id") if c not in names]
+        if missing:
+            raise UserError(f"{flag} {spec}: missing column(s) {', '.join(missing)}; give an events dataset "
+                            "from rectool convert")
+        cols = names if cols is None else [c for c in cols if c in names]
+        files += parquet_files(expand_paths(spec, flag))
+    assert cols is not None
+    file_list = "[" + ", ".join("'" + f.replace("'", "''") + "'" for f in files) + "]"
+    t = "epoch_ms(time)" if "time" in cols else "0"
+    s = "seq" if "seq" in cols else "0"
+    cat = "category_id" if "category_id" in cols else "NULL::BIGINT"
+    beh = "behavior" if "behavior" in cols else "1::TINYINT"
+    where = f"WHERE {beh} IN ({', '.join(str(int(b)) for b in behaviors)})" if behaviors else ""
+    con.execute(f"""CREATE OR REPLACE TEMP VIEW {name} AS
+        SELECT user_id, item_id, {cat} AS category_id, {beh} AS behavior, {t} AS t, {s} AS s
+        FROM read_parquet({file_list}, hive_partitioning = {'true' if any('=' in f for f in files) else 'false'},
+                          union_by_name = true)
+        {where}""")
+
+
+def _sequences(con, source: str, target: str) -> None:  # noqa: ANN001
+    con.execute(f"""CREATE OR REPLACE TEMP TABLE {target} AS
+        SELECT user_id,
+               list(item_id ORDER BY t, s, behavior, item_id) AS items,
+               list(coalesce(category_id, 0) ORDER BY t, s, behavior, item_id) AS cats,
+               list(behavior ORDER BY t, s, behavior, item_id) AS behs
+        FROM {source} GROUP BY user_id""")
+
+
+def _pick_users(con, min_behaviors: int, n_test: int, n_valid: int, seed: int) -> pa.Table:  # noqa: ANN001
+    """Role of each eligible user: 0 train, 1 valid, 2 test (a seeded hash order, deterministic)."""
+    users = con.execute(f"SELECT user_id FROM seqs WHERE len(items) >= {int(min_behaviors)}").fetchnumpy()["user_id"]
+    users = np.asarray(users, dtype=np.int64)
+    if users.size <= n_test + n_valid:
+        raise UserError(f"only {users.size} users have >= {min_behaviors} behaviours, not more than "
+                        f"--n-test {n_test} + --n-valid {n_valid}; lower them or --min-behaviors")
+    order = np.argsort(mix64(users ^ np.int64(seed)), kind="stable")
+    role = np.zeros(users.size, dtype=np.int8)
+    role[order[:n_test]] = 2
+    role[order[n_test:n_test + n_valid]] = 1
+    return pa.table({"user_id": users, "role": role})
+
+
+def _copy(con, query: str, path: Path) -> int:  # noqa: ANN001
+    path.mkdir(parents=True, exist_ok=True)
+    target = path / "part-00000.parquet"
+    con.execute(f"COPY ({query}) TO '{target}' (FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE 131072)")
+    return pq.ParquetFile(target).metadata.num_rows
+
+
+def _train_query(source: str, max_history: int, targets: str, min_history: int) -> str:
+    first = "len(items)" if targets == "last" else str(min_history + 1)
+    return f"""
+        SELECT user_id,
+               list_slice(items, greatest(1, pos - {max_history}), pos - 1) AS hist_item_ids,
+               list_slice(cats, greatest(1, pos - {max_history}), pos - 1) AS hist_category_ids,
+               items[pos] AS item_id, cats[pos] AS category_id
+        FROM (SELECT user_id, items, cats, unnest(range({first}, len(items) + 1)) AS pos
+              FROM {source} WHERE len(items) > {min_history})"""
+
+
+def _inputs_query(source: str, max_history: int, exclude: Sequence[int] | None) -> str:
+    seen = "list_distinct(items)" if not exclude else (
+        "list_distinct(list_transform(list_filter(list_zip(items, behs), lambda x: x[2] IN ("
+        + ", ".join(str(int(b)) for b in exclude) + ")), lambda x: x[1]))")
+    return f"""
+        SELECT user_id,
+               list_slice(items, greatest(1, len(items) - {max_history} + 1), len(items)) AS hist_item_ids,
+               list_slice(cats, greatest(1, len(items) - {max_history} + 1), len(items)) AS hist_category_ids,
+               {seen} AS seen_item_ids
+        FROM {source}"""
+
+
+def build_next_item(events: str | Sequence[str], output: str | os.PathLike[str], protocol: Protocol = "user-split",
+                    test_events: str | Sequence[str] | None = None, min_behaviors: int = 10, n_test: int = 10_000,
+                    n_valid: int = 10_000, max_history: int = 50, targets: Literal["all", "last"] = "all",
+                    min_history: int = 1, behaviors: Sequence[int] | None = None,
+                    exclude_behaviors: Sequence[int] | None = None, seed: int = 2024, threads: int | None = None,
+                    memory_limit: str | None = None, temp_dir: str | None = None,
+                    overwrite: bool = False) -> dict[str, Any]:
+    """Write a next-item dataset; returns its counts."""
+    if protocol not in ("user-split", "leave-one-out", "given"):
+        raise UserError(f"--protocol {protocol}: choose user-split, leave-one-out or given")
+    if (protocol == "given") != (test_events is not None):
+        raise UserError("--test-events is required with --protocol given, and only used with it")
+    if max_history < 1 or min_history < 1:
+        raise UserError("--max-history and --min-history must be at least 1")
+    events = [events] if isinstance(events, (str, os.PathLike)) else list(events)
+    con = _connect(threads, memory_limit, temp_dir)
+    _events_view(con, "ev", events, "--events", behaviors)
+    counts: dict[str, Any] = {}
+    with atomic_dir(output, overwrite) as tmp, console.progress("dataset next-item", total=4) as bar:
+        _sequences(con, "ev", "seqs")
+        bar.advance(1)
+        if protocol == "user-split":
+            con.register("roles", _pick_users(con, min_behaviors, n_test, n_valid, seed))
+            con.execute("CREATE TEMP TABLE train_seqs AS SELECT s.* FROM seqs s JOIN roles r USING (user_id) "
+                        "WHERE r.role = 0")
+            for role, name in ((2, "test"), (1, "valid")):
+                con.execute(f"""CREATE OR REPLACE TEMP TABLE held AS
+                    SELECT user_id, list_slice(items, 1, len(items) // 2) AS items,
+                           list_slice(cats, 1, len(items) // 2) AS cats, list_slice(behs, 1, len(items) // 2) AS behs,
+                           list_distinct(list_slice(items, len(items) // 2 + 1, len(items))) AS truth
+                    FROM seqs JOIN roles USING (user_id) WHERE role = {role}""")
+                if con.execute("SELECT count(*) FROM held").fetchone()[0]:
+                    counts[f"{name}_users"] = _copy(con, _inputs_query("held", max_history, exclude_behaviors),
+                                                    tmp / name / "inputs")
+                    _copy(con, "SELECT user_id, truth AS item_ids FROM held", tmp / name / "truth")
+        elif protocol == "leave-one-out":
+            cut = 2 if n_valid > 0 else 1
+            con.execute(f"""CREATE TEMP TABLE train_seqs AS
+                SELECT user_id, list_slice(items, 1, len(items) - {cut}) AS items,
+                       list_slice(cats, 1, len(items) - {cut}) AS cats, list_slice(behs, 1, len(items) - {cut}) AS behs
+                FROM seqs WHERE len(items) >= {max(min_behaviors, cut + 1)}""")
+            for back, name in ((0, "test"), (1, "valid")) if n_valid > 0 else ((0, "test"),):
+                con.execute(f"""CREATE OR REPLACE TEMP TABLE held AS
+                    SELECT user_id, list_slice(items, 1, len(items) - {back + 1}) AS items,
+                           list_slice(cats, 1, len(items) - {back + 1}) AS cats,
+                           list_slice(behs, 1, len(items) - {back + 1}) AS behs,
+                           [items[len(items) - {back}]] AS truth
+                    FROM seqs WHERE len(items) >= {max(min_behaviors, cut + 1)}""")
+                counts[f"{name}_users"] = _copy(con, _inputs_query("held", max_history, exclude_behaviors),
+                                                tmp / name / "inputs")
+                _copy(con, "SELECT user_id, truth AS item_ids FROM held", tmp / name / "truth")
+        else:
+            tests = [test_events] if isinstance(test_events, (str, os.PathLike)) else list(test_events or [])
+            _events_view(con, "test_ev", tests, "--test-events", None)
+            con.execute("CREATE TEMP TABLE train_seqs AS SELECT * FROM seqs")
+            con.execute("""CREATE TEMP TABLE held AS
+                SELECT s.user_id, s.items, s.cats, s.behs, t.truth
+                FROM seqs s JOIN (SELECT user_id, list_distinct(list(item_id)) AS truth FROM test_ev GROUP BY user_id)
+                     t USING (user_id)""")
+            counts["test_users"] = _copy(con, _inputs_query("held", max_history, exclude_behaviors),
+                                         tmp / "test" / "inputs")
+            _copy(con, "SELECT user_id, truth AS item_ids FROM held", tmp / "test" / "truth")
+            orphans = con.execute("SELECT count(DISTINCT user_id) FROM test_ev WHERE user_id NOT IN "
+                                  "(SELECT user_id FROM seqs)").fetchone()[0]
+            counts["test_users_without_history"] = int(orphans)
+        bar.advance(1)
+        counts["train_samples"] = _copy(con, _train_query("train_seqs", max_history, targets, min_history),
+                                        tmp / "train")
+        counts["train_users"] = con.execute("SELECT count(*) FROM train_seqs").fetchone()[0]
+        bar.advance(1)
+        counts["items"] = _copy(con, """SELECT item_id, any_value(category_id) AS category_id, count(*) AS train_count
+                                        FROM (SELECT unnest(items) AS item_id, unnest(cats) AS category_id
+                                              FROM train_seqs) GROUP BY item_id ORDER BY item_id""", tmp / "items")
+        bar.advance(1)
+        given = [test_events] if isinstance(test_events, (str, os.PathLike)) else list(test_events or [])
+        write_meta(tmp, kind="next-item-dataset", inputs=[*events, *given],
+                   rows=counts, protocol=protocol,
+                   params={"min_behaviors": min_behaviors, "n_test": n_test, "n_valid": n_valid,
+                           "max_history": max_history, "targets": targets, "min_history": min_history,
+                           "behaviors": list(behaviors or []), "exclude_behaviors": list(exclude_behaviors or []),
+                           "seed": seed})
+    return {"output": os.fspath(output), "protocol": protocol, **counts}

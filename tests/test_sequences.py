@@ -1,0 +1,99 @@
+"""Next-item protocols on a tiny hand-made log: splits, halves by time, no test user in training."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pyarrow as pa
+import pytest
+
+from rectool.artifacts import open_dataset, write_meta
+from rectool.errors import UserError
+from rectool.retrieval.sequences import build_next_item
+
+
+def _events(path, rows):
+    """rows: (user, item, day, behavior)."""
+    path.mkdir(parents=True)
+    t = pa.table({
+        "user_id": pa.array([r[0] for r in rows], pa.int64()), "item_id": pa.array([r[1] for r in rows], pa.int64()),
+        "category_id": pa.array([r[1] // 10 for r in rows], pa.int64()),
+        "behavior": pa.array([r[3] if len(r) > 3 else 1 for r in rows], pa.int8()),
+        "time": pa.array([dt.datetime(2017, 11, 25) + dt.timedelta(hours=r[2]) for r in rows], pa.timestamp("ms")),
+    })
+    import pyarrow.parquet as pq
+
+    pq.write_table(t, path / "part-0.parquet")
+    write_meta(path, kind="events", rows=t.num_rows)
+    return path
+
+
+def _read(path):
+    return {r["user_id"]: r for r in open_dataset(path).to_table().to_pylist()}
+
+
+@pytest.fixture
+def log(tmp_path):
+    rows = []
+    for u in range(1, 13):  # 12 users with 6 behaviours each, item = 100*u + step, out of time order on disk
+        rows += [(u, 100 * u + k, 10 - k) for k in range(6)]
+    rows.append((99, 5, 1))  # a user with too few behaviours
+    return _events(tmp_path / "ev", rows)
+
+
+def test_user_split_halves_by_time_and_disjoint_users(log, tmp_path):
+    out = tmp_path / "ds"
+    counts = build_next_item(str(log), out, protocol="user-split", min_behaviors=4, n_test=3, n_valid=2,
+                             max_history=2, seed=7)
+    assert counts["test_users"] == 3 and counts["valid_users"] == 2 and counts["train_users"] == 7
+    train_users = {r["user_id"] for r in open_dataset(out / "train").to_table().to_pylist()}
+    test = _read(out / "test" / "inputs")
+    truth = _read(out / "test" / "truth")
+    valid = _read(out / "valid" / "inputs")
+    assert not train_users & set(test) and not train_users & set(valid) and not set(test) & set(valid)
+    assert 99 not in train_users | set(test) | set(valid)
+    for u, row in test.items():
+        ordered = [100 * u + k for k in range(5, -1, -1)]  # by time: k = 5 first
+        assert row["hist_item_ids"] == ordered[1:3], "last max_history of the first half, most recent last"
+        assert sorted(row["seen_item_ids"]) == sorted(ordered[:3])
+        assert sorted(truth[u]["item_ids"]) == sorted(ordered[3:])
+    # every position after the first is a target; history is the previous (at most 2) items
+    samples = [r for r in open_dataset(out / "train").to_table().to_pylist() if r["user_id"] == min(train_users)]
+    u = min(train_users)
+    ordered = [100 * u + k for k in range(5, -1, -1)]
+    assert [s["item_id"] for s in sorted(samples, key=lambda s: ordered.index(s["item_id"]))] == ordered[1:]
+    last = next(s for s in samples if s["item_id"] == ordered[-1])
+    assert last["hist_item_ids"] == ordered[-3:-1] and last["hist_category_ids"] == [i // 10 for i in ordered[-3:-1]]
+
+
+def test_leave_one_out(log, tmp_path):
+    out = tmp_path / "loo"
+    build_next_item(str(log), out, protocol="leave-one-out", min_behaviors=4, n_valid=1, max_history=10)
+    truth, valid_truth = _read(out / "test" / "truth"), _read(out / "valid" / "truth")
+    inputs = _read(out / "test" / "inputs")
+    u = 3
+    ordered = [100 * u + k for k in range(5, -1, -1)]
+    assert truth[u]["item_ids"] == [ordered[-1]] and valid_truth[u]["item_ids"] == [ordered[-2]]
+    assert inputs[u]["hist_item_ids"] == ordered[:-1]
+    train_targets = {r["item_id"] for r in open_dataset(out / "train").to_table().to_pylist() if r["user_id"] == u}
+    assert train_targets == set(ordered[1:-2]), "neither held-out item is a training target"
+
+
+def test_given_split_and_exclusion_by_behaviour(tmp_path):
+    train = _events(tmp_path / "tr", [(1, 10, 0, 3), (1, 11, 1, 4), (1, 12, 2, 3), (2, 20, 0, 4), (2, 21, 1, 4)])
+    test = _events(tmp_path / "te", [(1, 13, 5, 4), (1, 10, 6, 4), (3, 30, 1, 4)])
+    counts = build_next_item(str(train), tmp_path / "g", protocol="given", test_events=str(test),
+                             exclude_behaviors=[4])
+    assert counts["test_users"] == 1 and counts["test_users_without_history"] == 1
+    inputs = _read(tmp_path / "g" / "test" / "inputs")
+    assert inputs[1]["seen_item_ids"] == [11], "only the user's buys are excluded"
+    assert sorted(_read(tmp_path / "g" / "test" / "truth")[1]["item_ids"]) == [10, 13]
+
+
+def test_bad_arguments(log, tmp_path):
+    with pytest.raises(UserError, match="--test-events is required"):
+        build_next_item(str(log), tmp_path / "x", protocol="given")
+    with pytest.raises(UserError, match="users have >= 4 behaviours"):
+        build_next_item(str(log), tmp_path / "x", min_behaviors=4, n_test=10, n_valid=5)
+    with pytest.raises(UserError, match="no such file"):
+        build_next_item(str(tmp_path / "nope"), tmp_path / "x")
