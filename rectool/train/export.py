@@ -1,19 +1,22 @@
 """``rectool export``: a trained checkpoint -> a ``torch.export`` program (``model.pt2``).
 
-The program takes the model's input tensors (``input_spec.json`` says which parquet
-columns and how, see ``rectool.train.inputs``) with a dynamic batch size and returns
-probabilities: [B] for binary models, [B, C] for ``num_class`` > 1. Every feature
+Each program takes some of the model's input tensors (``NAME.input_spec.json`` says which
+parquet columns and how, see ``rectool.train.inputs``) with a dynamic batch size. A
+ranking model has one, ``model.pt2``, returning probabilities: [B] for binary models,
+[B, C] for ``num_class`` > 1; two-tower models have ``user_tower.pt2`` and
+``item_tower.pt2`` returning embeddings; ``_meta.json`` lists the parts. Every feature
 transform (hashing, bucketizing, normalising, crosses, sequence truncation) is inside
 the program, so ``predict`` needs only this directory and the parquet columns.
 Not TorchScript (deprecated).
 
 Output directory::
 
-    model.pt2          the exported program (torch.export.save)
-    input_spec.json    columns -> tensors
+    NAME.pt2              each exported program (torch.export.save)
+    NAME.input_spec.json  the columns that program reads
+    input_spec.json       every column the model reads
     config.yaml        the resolved training config
     assets/            files given with --asset-files
-    _meta.json         kind "export", checkpoint, step, output kind
+    _meta.json         kind "export", model, parts {name: {columns, output}}, checkpoint, step
 
     rectool export --model-dir out/model --export-dir out/export --checkpoint best
 """
@@ -34,19 +37,7 @@ from rectool.train import checkpoint as ckpt
 from rectool.train.config import Config
 from rectool.train.inputs import LEN_SUFFIX, InputSpec
 from rectool.train.models import build_model
-
-PROGRAM = "model.pt2"
-
-
-class Scorer(nn.Module):
-    """The served function: inputs -> probabilities."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
-        return self.model.probabilities(self.model(inputs))
+from rectool.train.models.base import Model
 
 
 def example_inputs(spec: InputSpec, batch: int = 4) -> dict[str, torch.Tensor]:
@@ -62,7 +53,7 @@ def example_inputs(spec: InputSpec, batch: int = 4) -> dict[str, torch.Tensor]:
     return out
 
 
-def load_trained(model_dir: Path, which: str = "best") -> tuple[Config, InputSpec, nn.Module, dict[str, Any]]:
+def load_trained(model_dir: Path, which: str = "best") -> tuple[Config, InputSpec, Model, dict[str, Any]]:
     """Config, input spec and the model with the chosen checkpoint's weights (eval mode, dense grads)."""
     for name in ("config.yaml", "input_spec.json"):
         if not (model_dir / name).is_file():
@@ -71,7 +62,8 @@ def load_trained(model_dir: Path, which: str = "best") -> tuple[Config, InputSpe
     spec = InputSpec.from_json((model_dir / "input_spec.json").read_text())
     path = ckpt.resolve(model_dir, which)
     state = ckpt.load(path)
-    model = build_model(cfg, spec, stats=None, sparse=False)
+    extras = {k: v.numpy() for k, v in state.get("extras", {}).items()}
+    model = build_model(cfg, spec, stats=None, sparse=False, extras=extras)
     model.load_state_dict(state["model"])
     model.eval()
     return cfg, spec, model, {"checkpoint": str(path), "step": state.get("step"), "best": state.get("best")}
@@ -95,8 +87,12 @@ def export(model_dir: Path, export_dir: Path, checkpoint: str = "best", asset_fi
     for a in assets:
         if not a.is_file():
             raise UserError(f"--asset-files {a}: no such file")
+    parts = model.export_parts()
     with atomic_dir(export_dir, overwrite) as tmp:
-        export_program(Scorer(model), example_inputs(spec), tmp / PROGRAM)
+        for part in parts:
+            sub = subset(spec, part.columns)
+            export_program(part.module, example_inputs(sub), tmp / f"{part.name}.pt2")
+            (tmp / f"{part.name}.input_spec.json").write_text(sub.to_json())
         (tmp / "input_spec.json").write_text(spec.to_json())
         shutil.copy(Path(model_dir) / "config.yaml", tmp / "config.yaml")
         if assets:
@@ -104,6 +100,13 @@ def export(model_dir: Path, export_dir: Path, checkpoint: str = "best", asset_fi
             for a in assets:
                 shutil.copy(a, tmp / "assets" / a.name)
         write_meta(tmp, kind="export", inputs=[str(model_dir)], model=cfg.model.type,
-                   num_class=cfg.model.num_class, columns=spec.names, **info)
-    return {"export_dir": str(export_dir), "model": cfg.model.type, **info,
-            "program_mb": round((Path(export_dir) / PROGRAM).stat().st_size / 1e6, 2)}
+                   num_class=getattr(cfg.model, "num_class", 1), columns=spec.names,
+                   parts={p.name: {"columns": p.columns, "output": p.output} for p in parts}, **info)
+    size = sum((Path(export_dir) / f"{p.name}.pt2").stat().st_size for p in parts)
+    return {"export_dir": str(export_dir), "model": cfg.model.type, "programs": ", ".join(p.name for p in parts),
+            **info, "programs_mb": round(size / 1e6, 2)}
+
+
+def subset(spec: InputSpec, columns: list[str]) -> InputSpec:
+    """The spec of the columns one program reads (no label)."""
+    return InputSpec(columns=[c for c in spec.columns if c.name in columns])

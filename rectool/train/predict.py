@@ -39,20 +39,23 @@ from rectool.artifacts import (
     write_meta,
 )
 from rectool.errors import UserError
-from rectool.train.export import PROGRAM
 from rectool.train.inputs import InputSpec, to_tensors
 
 OUTPUTS = ("score", "probs", "class")
 
 
-def load_program(export_dir: Path) -> tuple[torch.nn.Module, InputSpec, dict]:
+def load_program(export_dir: Path, part: str = "model", flag: str = "--model") -> tuple[torch.nn.Module, InputSpec,
+                                                                                      dict]:
+    """An exported program, the spec of the columns it reads, and the export's meta."""
     export_dir = Path(export_dir)
-    check_kind(export_dir, "export", "--model")
-    if not (export_dir / PROGRAM).is_file():
-        raise UserError(f"--model {export_dir}: has no {PROGRAM}; give a directory written by rectool export")
-    spec = InputSpec.from_json((export_dir / "input_spec.json").read_text())
+    check_kind(export_dir, "export", flag)
     meta = json.loads((export_dir / "_meta.json").read_text()) if (export_dir / "_meta.json").is_file() else {}
-    program = torch.export.load(str(export_dir / PROGRAM)).module()
+    if not (export_dir / f"{part}.pt2").is_file():
+        have = ", ".join(meta.get("parts", {})) or "none"
+        raise UserError(f"{flag} {export_dir}: has no {part}.pt2 (it has: {have}); give an export of a model "
+                        f"with a '{part}' program")
+    spec = InputSpec.from_json((export_dir / f"{part}.input_spec.json").read_text())
+    program = torch.export.load(str(export_dir / f"{part}.pt2")).module()
     return program, spec, meta
 
 

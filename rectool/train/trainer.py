@@ -38,9 +38,8 @@ from rectool.train import distributed as D
 from rectool.train.config import Config, dump_config
 from rectool.train.data import Loader, list_files
 from rectool.train.inputs import InputSpec
-from rectool.train.metrics import compute as compute_metrics
-from rectool.train.models import build_model
-from rectool.train.models.base import RankingModel
+from rectool.train.models import MODELS, build_model
+from rectool.train.models.base import Model
 from rectool.train.optim import build_optimizers, build_schedulers
 from rectool.train.schema import build_input_spec, normalizer_stats
 
@@ -91,24 +90,19 @@ def _threads(cfg: Config) -> int:
 
 
 @torch.no_grad()
-def evaluate(model: RankingModel, loader: Loader, cfg: Config, dist: D.Dist) -> dict[str, float]:
-    """Score the eval set on every rank, gather, compute the configured metrics."""
+def evaluate(model: Model, loader: Loader, cfg: Config, dist: D.Dist) -> dict[str, float]:
+    """Run the eval set on every rank, gather the model's per-row arrays, compute its metrics."""
     module = model.module if isinstance(model, DistributedDataParallel) else model
     module.eval()
-    scores, labels, keys = [], [], []
-    key = "key:" + cfg.eval.gauc_key
+    parts: dict[str, list[np.ndarray]] = {}
     for batch in loader.batches(0):
         batch = _to(batch, dist.device)
-        probs = module.probabilities(module(batch))
-        scores.append(probs.float().cpu().numpy())
-        labels.append(batch["label"].cpu().numpy())
-        if key in batch:
-            keys.append(batch[key].cpu().numpy())
+        for k, v in module.eval_step(module(batch), batch).items():
+            parts.setdefault(k, []).append(v)
     module.train()
-    s = D.gather_array(np.concatenate(scores) if scores else np.empty(0, np.float32))
-    y = D.gather_array(np.concatenate(labels) if labels else np.empty(0, np.float32))
-    g = D.gather_array(np.concatenate(keys)) if keys else None
-    return compute_metrics(cfg.eval.metrics, s, y, g, cfg.model.num_class) | {"rows": int(y.shape[0])}
+    arrays = {k: D.gather_array(np.concatenate(v)) for k, v in sorted(parts.items())}
+    rows = next(iter(arrays.values())).shape[0] if arrays else 0
+    return module.eval_metrics(arrays, cfg) | {"rows": int(rows)}
 
 
 def _prepare_model_dir(cfg: Config, spec: InputSpec, dist: D.Dist, resume: bool) -> Path:
@@ -148,13 +142,14 @@ def _train(cfg: Config, dist: D.Dist, resume: bool) -> dict[str, Any]:
 
     spec = build_input_spec(cfg, pq.read_schema(files[0]), cfg.data.train_input)
     stats = normalizer_stats(cfg, files)
+    extras = MODELS[cfg.model.type].gather_extras(cfg, files)
     # sparse row gradients, except under nccl, which cannot all-reduce them
     nccl = dist.enabled and dist.device.type == "cuda"
     if nccl and cfg.optimizer.sparse.type == "sparse_adam":
         raise UserError("optimizer.sparse.type: sparse_adam needs sparse gradients, which nccl cannot all-reduce; "
                         "use rowwise_adagrad, adagrad or dense for multi-GPU training")
     sparse_grads = cfg.optimizer.sparse.type != "dense" and not nccl
-    model = build_model(cfg, spec, stats, sparse=sparse_grads).to(dist.device)
+    model = build_model(cfg, spec, stats, sparse=sparse_grads, extras=extras).to(dist.device)
     module = model
     if dist.enabled:
         if sparse_grads:  # DDP's reducer cannot bucket sparse gradients: the tables are all-reduced by hand
@@ -163,7 +158,7 @@ def _train(cfg: Config, dist: D.Dist, resume: bool) -> dict[str, Any]:
         model = DistributedDataParallel(model, device_ids=[dist.device.index] if dist.device.type == "cuda" else None)
     model_dir = _prepare_model_dir(cfg, spec, dist, resume)
 
-    keys = (cfg.eval.gauc_key,) if "gauc" in cfg.eval.metrics else ()
+    keys = (cfg.eval.gauc_key,) if "gauc" in cfg.eval.metrics and module.needs_label else ()
     d = cfg.data
     train_loader = Loader(d.train_input, spec, batch_size=d.batch_size, num_workers=d.num_workers,
                           seed=cfg.train.seed, shuffle=d.shuffle, shuffle_buffer=d.shuffle_buffer,
@@ -213,7 +208,8 @@ def _train(cfg: Config, dist: D.Dist, resume: bool) -> dict[str, Any]:
             payload = {"model": module.state_dict(), "optimizers": [o.state_dict() for o in opts],
                        "schedulers": [s.state_dict() for s in scheds], "step": step, "epoch": epoch,
                        "step_in_epoch": in_epoch, "rng": ckpt.rng_state(), "best": best,
-                       "config": dump_config(cfg), "input_spec": spec.to_json()}
+                       "config": dump_config(cfg), "input_spec": spec.to_json(),
+                       "extras": {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in extras.items()}}
             path = ckpt.checkpoint_dir(model_dir) / f"ckpt-{step:08d}.pt"
             value = (metrics or {}).get(cfg.train.best_metric)
             if value is not None and math.isfinite(value):
@@ -263,7 +259,7 @@ def _train(cfg: Config, dist: D.Dist, resume: bool) -> dict[str, Any]:
                         s.step()
                 step += 1
                 in_epoch += 1
-                n = batch["label"].shape[0]
+                n = next(iter(batch.values())).shape[0]
                 seen += n
                 window_loss += float(loss.detach()) * n
                 window_n += n

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from rectool.train.config import Config
 from rectool.train.inputs import InputSpec
-from rectool.train.models.base import RankingModel
+from rectool.train.models.base import Model
 from rectool.train.models.dcn_v2 import DCNv2
 from rectool.train.models.deepfm import DeepFM
 from rectool.train.models.din import DIN
 from rectool.train.models.wide_and_deep import WideAndDeep
 
-MODELS: dict[str, type[RankingModel]] = {
+MODELS: dict[str, type[Model]] = {
     "wide_and_deep": WideAndDeep,
     "deepfm": DeepFM,
     "din": DIN,
@@ -18,5 +18,6 @@ MODELS: dict[str, type[RankingModel]] = {
 }
 
 
-def build_model(cfg: Config, spec: InputSpec, stats: dict | None = None, sparse: bool = True) -> RankingModel:
-    return MODELS[cfg.model.type](cfg, spec, stats, sparse)
+def build_model(cfg: Config, spec: InputSpec, stats: dict | None = None, sparse: bool = True,
+                extras: dict | None = None) -> Model:
+    return MODELS[cfg.model.type](cfg, spec, stats, sparse, extras)

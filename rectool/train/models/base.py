@@ -1,12 +1,18 @@
-"""What every ranking model shares: the feature engine, an MLP block, the loss and the output.
+"""What every model shares: the feature engine, an MLP block, and the interface the trainer uses.
 
-A model maps the input tensors (see ``rectool.train.inputs``) to logits [B] (binary)
-or [B, num_class]; ``loss`` is binary cross-entropy (or softmax cross-entropy), with
-an optional per-sample weight; ``probabilities`` is what ``export`` serves.
+``Model`` is the contract (loss, evaluation, the programs to export). ``RankingModel``
+maps the input tensors (see ``rectool.train.inputs``) to logits [B] (binary) or
+[B, num_class]; its loss is binary cross-entropy (or softmax cross-entropy) with an
+optional per-sample weight, and it exports one program returning probabilities.
 """
 
 from __future__ import annotations
 
+import abc
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -57,18 +63,66 @@ class MLP(nn.Sequential):
         self.out_features = width
 
 
-class RankingModel(nn.Module):
-    """Base class: subclasses build their layers in ``__init__`` and implement ``logits``."""
+@dataclass(frozen=True)
+class ExportPart:
+    """One program that ``export`` writes: a module over some input columns."""
 
+    name: str                 # file stem: model.pt2, user_tower.pt2, item_tower.pt2, scorer.pt2, ...
+    module: nn.Module         # forward(inputs: dict[str, Tensor]) -> Tensor
+    columns: list[str]        # the input columns (of the training spec) it reads
+    output: str               # what it returns, for _meta.json and the readers
+
+
+class Model(nn.Module, abc.ABC):
+    """What the trainer, ``export`` and ``predict`` need from any model.
+
+    ``forward(batch)`` returns whatever ``loss`` and ``eval_step`` consume; ``gather_extras``
+    computes data-dependent arrays once before training (item frequencies, a catalogue),
+    which are saved in checkpoints so that an export can rebuild the model without data.
+    """
+
+    needs_label = True
     wide_groups: tuple[str, ...] = ()
 
-    def __init__(self, cfg: Config, spec: InputSpec, stats: dict | None = None, sparse: bool = True) -> None:
+    def __init__(self, cfg: Config, spec: InputSpec, stats: dict | None = None, sparse: bool = True,
+                 extras: dict[str, np.ndarray] | None = None) -> None:
         super().__init__()
-        self.num_class = cfg.model.num_class
         self.engine = FeatureEngine(cfg, spec, stats, wide_groups=self.wide_groups, sparse=sparse)
 
+    @staticmethod
+    def gather_extras(cfg: Config, files: list[str]) -> dict[str, np.ndarray]:
+        return {}
+
+    @abc.abstractmethod
+    def loss(self, out: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The training objective of one batch."""
+
+    @abc.abstractmethod
+    def eval_step(self, out: Any, batch: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
+        """Per-row arrays to gather from every rank for ``eval_metrics``."""
+
+    @abc.abstractmethod
+    def eval_metrics(self, arrays: dict[str, np.ndarray], cfg: Config) -> dict[str, float]:
+        """Metrics over the gathered arrays of the whole eval set."""
+
+    @abc.abstractmethod
+    def export_parts(self) -> list[ExportPart]:
+        """The programs ``export`` writes."""
+
+
+class RankingModel(Model):
+    """Scores (user, item) rows: logits [B] (binary) or [B, num_class]; subclasses implement ``logits``."""
+
+    def __init__(self, cfg: Config, spec: InputSpec, stats: dict | None = None, sparse: bool = True,
+                 extras: dict[str, np.ndarray] | None = None) -> None:
+        super().__init__(cfg, spec, stats, sparse, extras)
+        self.num_class = cfg.model.num_class
+        self.gauc_key = "key:" + cfg.eval.gauc_key
+        self.input_columns = spec.names
+
+    @abc.abstractmethod
     def logits(self, x: dict[str, torch.Tensor]) -> torch.Tensor:
-        raise NotImplementedError  # abstract: each model defines its own scoring
+        """Unnormalised scores of a batch."""
 
     def forward(self, x: dict[str, torch.Tensor]) -> torch.Tensor:
         out = self.logits(x)
@@ -87,5 +141,28 @@ class RankingModel(nn.Module):
     def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(logits) if self.num_class == 1 else torch.softmax(logits, dim=-1)
 
-    def output_width(self) -> int:
-        return self.num_class
+    def eval_step(self, out: torch.Tensor, batch: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
+        arrays = {"score": self.probabilities(out).float().cpu().numpy(), "label": batch["label"].cpu().numpy()}
+        if self.gauc_key in batch:
+            arrays["key"] = batch[self.gauc_key].cpu().numpy()
+        return arrays
+
+    def eval_metrics(self, arrays: dict[str, np.ndarray], cfg: Config) -> dict[str, float]:
+        from rectool.train.metrics import compute
+
+        return compute(cfg.eval.metrics, arrays["score"], arrays["label"], arrays.get("key"), self.num_class)
+
+    def export_parts(self) -> list[ExportPart]:
+        return [ExportPart("model", Scorer(self), self.input_columns,
+                           "probabilities [B]" if self.num_class == 1 else f"probabilities [B, {self.num_class}]")]
+
+
+class Scorer(nn.Module):
+    """The served function of a ranking model: inputs -> probabilities."""
+
+    def __init__(self, model: RankingModel) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.model.probabilities(self.model(inputs))

@@ -26,8 +26,8 @@ class CrossLayer(nn.Module):
 
 
 class DCNv2(RankingModel):
-    def __init__(self, cfg, spec, stats=None, sparse=True) -> None:
-        super().__init__(cfg, spec, stats, sparse)
+    def __init__(self, cfg, spec, stats=None, sparse=True, extras=None) -> None:
+        super().__init__(cfg, spec, stats, sparse, extras)
         width = self.engine.flat_width("deep")
         self.cross = nn.ModuleList(CrossLayer(width, cfg.model.low_rank) for _ in range(cfg.model.cross_layers))
         self.structure = cfg.model.structure

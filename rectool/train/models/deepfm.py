@@ -17,14 +17,14 @@ from rectool.train.models.base import MLP, RankingModel
 class DeepFM(RankingModel):
     wide_groups = ("wide",)
 
-    def __init__(self, cfg, spec, stats=None, sparse=True) -> None:
+    def __init__(self, cfg, spec, stats=None, sparse=True, extras=None) -> None:
         groups = dict(cfg.feature_groups)
         if "deep" not in groups:
             raise UserError("model deepfm needs a feature group named 'deep'")
         groups.setdefault("fm", groups["deep"])
         groups.setdefault("wide", groups["fm"])
         cfg = cfg.model_copy(update={"feature_groups": groups})
-        super().__init__(cfg, spec, stats, sparse)
+        super().__init__(cfg, spec, stats, sparse, extras)
         self.fm_group = "fm"
         self.dense_linear = nn.Linear(self.engine.dense_width("deep"), 1) if self.engine.dense_width("deep") else None
         self.mlp = MLP(self.engine.flat_width("deep"), cfg.model.deep)

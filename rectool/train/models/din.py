@@ -37,8 +37,8 @@ class TargetAttention(nn.Module):
 
 
 class DIN(RankingModel):
-    def __init__(self, cfg, spec, stats=None, sparse=True) -> None:
-        super().__init__(cfg, spec, stats, sparse)
+    def __init__(self, cfg, spec, stats=None, sparse=True, extras=None) -> None:
+        super().__init__(cfg, spec, stats, sparse, extras)
         self.pairs = list(cfg.model.query.items())
         if not self.pairs:
             raise UserError("model din: model.query must map at least one sequence feature to a candidate feature")

@@ -15,8 +15,8 @@ from rectool.train.models.base import MLP, RankingModel
 class WideAndDeep(RankingModel):
     wide_groups = ("wide",)
 
-    def __init__(self, cfg, spec, stats=None, sparse=True) -> None:
-        super().__init__(cfg, spec, stats, sparse)
+    def __init__(self, cfg, spec, stats=None, sparse=True, extras=None) -> None:
+        super().__init__(cfg, spec, stats, sparse, extras)
         self.wide_dense = nn.Linear(max(self.engine.dense_width("wide"), 1), self.num_class)
         self.mlp = MLP(self.engine.flat_width("deep"), cfg.model.deep)
         self.head = nn.Linear(self.mlp.out_features, self.num_class)
