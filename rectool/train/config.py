@@ -42,7 +42,8 @@ class Strict(BaseModel):
 class DataConfig(Strict):
     train_input: str = Field(description="training samples: parquet dir, file or glob")
     eval_input: str | None = Field(default=None, description="evaluation samples")
-    label: str = "label"
+    label: str | None = Field(default="label", description="label column (ranking models; retrieval models "
+                                                           "learn from the target item)")
     batch_size: int = Field(default=4096, gt=0)
     eval_batch_size: int | None = Field(default=None, gt=0)
     num_workers: int = Field(default=1, ge=0, description="loader processes (0: load in the training process)")
@@ -199,7 +200,67 @@ class DCNv2Config(_ModelBase):
     structure: Literal["stacked", "parallel"] = "parallel"
 
 
-ModelConfig = Annotated[WideAndDeepConfig | DeepFMConfig | DINConfig | DCNv2Config, Field(discriminator="type")]
+class TowerConfig(Strict):
+    hidden_units: list[int] = Field(default_factory=lambda: [256])
+    dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
+    batch_norm: bool = False
+    activation: Literal["relu", "gelu", "prelu"] = "relu"
+
+
+class NegativesConfig(Strict):
+    sampler: Literal["none", "uniform", "popularity"] = Field(
+        default="none", description="extra negatives shared by the batch, besides the in-batch ones")
+    count: int = Field(default=0, ge=0)
+    alpha: float = Field(default=0.75, ge=0, description="popularity sampler: weight = count ** alpha")
+    items: str | None = Field(default=None, description="item catalogue (parquet) with the item tower's columns; "
+                                                        "default: items/ beside data.train_input")
+
+
+class RetrievalLossConfig(Strict):
+    in_batch: bool = True
+    log_q: bool = Field(default=True, description="subtract log(sampling probability) from each negative's logit")
+    temperature: float = Field(default=0.05, gt=0)
+    negatives: NegativesConfig = Field(default_factory=NegativesConfig)
+
+    @model_validator(mode="after")
+    def _some_negatives(self) -> RetrievalLossConfig:
+        if not self.in_batch and (self.negatives.sampler == "none" or self.negatives.count == 0):
+            raise ValueError("with in_batch: false, give negatives.sampler and negatives.count")
+        return self
+
+
+class _RetrievalBase(Strict):
+    user_group: str = "user"
+    item_group: str = "item"
+    item_id: str = Field(default="item_id", description="the column that identifies the target item")
+    output_dim: int = Field(default=64, gt=0)
+    user_tower: TowerConfig = Field(default_factory=TowerConfig)
+    item_tower: TowerConfig = Field(default_factory=lambda: TowerConfig(hidden_units=[]))
+    l2_normalize: bool = True
+    loss: RetrievalLossConfig = Field(default_factory=RetrievalLossConfig)
+
+
+class TwoTowerConfig(_RetrievalBase):
+    """DSSM / YouTube-DNN: user tower over user features and the pooled history, item tower over the item."""
+
+    type: Literal["two_tower"]
+    history_pooling: Literal["mean", "attention"] = Field(
+        default="attention", description="how user-group sequences with combiner none are pooled")
+
+
+class MINDConfig(_RetrievalBase):
+    """MIND: several interest capsules per user by dynamic routing over the history."""
+
+    type: Literal["mind"]
+    history: str = Field(description="the user's item sequence feature (combiner none) to route over")
+    interests: int = Field(default=4, ge=1)
+    routing_iterations: int = Field(default=3, ge=1)
+    pow_p: float = Field(default=1.0, ge=0, description="label-aware attention sharpness")
+    dynamic_interests: bool = Field(default=True, description="K_u = max(1, min(K, log2(history length)))")
+
+
+ModelConfig = Annotated[WideAndDeepConfig | DeepFMConfig | DINConfig | DCNv2Config | TwoTowerConfig | MINDConfig,
+                        Field(discriminator="type")]
 
 
 # ----------------------------------------------------------------------------- optimisation

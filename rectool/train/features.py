@@ -28,7 +28,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rectool.errors import UserError
 from rectool.hashing import hash_strings, mix64_torch
 from rectool.train.config import Config, CrossFeature, IdFeature, RawFeature, SequenceFeature
 from rectool.train.inputs import LEN_SUFFIX, InputSpec
@@ -236,10 +235,14 @@ class FeatureEngine(nn.Module):
 
     # -- per batch: every transform once ------------------------------------------------------
 
-    def prepare(self, x: dict[str, torch.Tensor]) -> Prepared:
-        """Run each feature's transform once: bucket ids, normalised values, truncated sequences."""
+    def prepare(self, x: dict[str, torch.Tensor], groups: tuple[str, ...] | None = None) -> Prepared:
+        """Run each feature's transform once: bucket ids, normalised values, truncated sequences
+        (of the features of ``groups`` only, when given)."""
         p = Prepared()
+        wanted = None if groups is None else {n for g in groups for n in self.groups[g]}
         for name, f in self.features.items():
+            if wanted is not None and name not in wanted:
+                continue
             if isinstance(f, SequenceFeature):
                 col = f.input or f.name
                 values, lengths = self.truncates[name](x[col], x[col + LEN_SUFFIX])
@@ -322,8 +325,9 @@ class FeatureEngine(nn.Module):
             stacked = torch.stack(parts, dim=1) if parts and len(dims) == 1 else None
             ordered = parts
         flat_parts = ordered + ([dense] if dense is not None else [])
-        if not flat_parts:
-            raise UserError(f"feature group {group}: no feature gives a pooled embedding or a dense value")
+        if not flat_parts:  # e.g. a group of attention-only sequences: nothing to concatenate
+            some = next(iter([*p.ids.values(), *p.dense.values(), *(m for _, m in p.sequences.values())]))
+            flat_parts = [torch.zeros(some.shape[0], 0, device=some.device)]
         return GroupOutput(stacked, torch.cat(flat_parts, dim=1) if len(flat_parts) > 1 else flat_parts[0],
                            dense, sequences)
 
@@ -356,6 +360,16 @@ class FeatureEngine(nn.Module):
             else:
                 width += dim
         return width
+
+    def columns(self, groups: tuple[str, ...]) -> list[str]:
+        """The input columns the features of ``groups`` read (list columns: the values)."""
+        out: list[str] = []
+        for g in groups:
+            for n in self.groups[g]:
+                f = self.features[n]
+                cols = f.inputs if isinstance(f, CrossFeature) else [f.input or f.name]
+                out += [c for c in cols if c not in out]
+        return out
 
     def embedding_parameters(self) -> list[nn.Parameter]:
         return list(self.tables.values())

@@ -64,14 +64,16 @@ def build_input_spec(cfg: Config, schema: pa.Schema, source: str) -> InputSpec:
             if kind not in ("int", "float"):
                 raise UserError(f"features.{f.name}: raw column '{col}' must be numeric (is {kind})")
             add(ColumnSpec(col, "float", default=f.default_value))
-    label = cfg.data.label
-    if label not in schema.names:
+    from rectool.train.models import MODELS
+
+    label = cfg.data.label if MODELS[cfg.model.type].needs_label else None
+    if MODELS[cfg.model.type].needs_label and (label is None or label not in schema.names):
         raise UserError(f"data.label: column '{label}' is not in {source}; it has {', '.join(schema.names)}")
     weight = cfg.data.sample_weight
     if weight is not None and weight not in schema.names:
         raise UserError(f"data.sample_weight: column '{weight}' is not in {source}")
     return InputSpec(columns=list(cols.values()), label=label,
-                     label_kind="multiclass" if cfg.model.num_class > 1 else "binary", weight=weight)
+                     label_kind="multiclass" if getattr(cfg.model, "num_class", 1) > 1 else "binary", weight=weight)
 
 
 def normalizer_stats(cfg: Config, files: list[str]) -> dict[str, tuple[float, float]]:

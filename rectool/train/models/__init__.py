@@ -1,4 +1,7 @@
-"""Ranking models, one small file each naming its paper; ``build_model`` picks by ``model.type``."""
+"""Models, one small file each naming its paper; ``build_model`` picks by ``model.type``.
+
+Ranking: wide_and_deep, deepfm, din, dcn_v2. Retrieval: two_tower (DSSM / YouTube-DNN), mind.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +11,8 @@ from rectool.train.models.base import Model
 from rectool.train.models.dcn_v2 import DCNv2
 from rectool.train.models.deepfm import DeepFM
 from rectool.train.models.din import DIN
+from rectool.train.models.mind import MIND
+from rectool.train.models.two_tower import TwoTower
 from rectool.train.models.wide_and_deep import WideAndDeep
 
 MODELS: dict[str, type[Model]] = {
@@ -15,6 +20,8 @@ MODELS: dict[str, type[Model]] = {
     "deepfm": DeepFM,
     "din": DIN,
     "dcn_v2": DCNv2,
+    "two_tower": TwoTower,
+    "mind": MIND,
 }
 
 
