@@ -99,3 +99,51 @@ def toy_config(train: Path, model_dir: Path, model: str = "deepfm", eval_input: 
         section, name = key.split("__")
         cfg[section][name] = value
     return cfg
+
+
+def write_toy_sequences(directory: Path, users: int = 400, items: int = 300, clusters: int = 10, length: int = 12,
+                        seed: int = 0) -> Path:
+    """A next-item dataset (train/ and items/) where each user browses inside one item cluster."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rng = np.random.default_rng(seed)
+    rows = {"user_id": [], "hist_item_ids": [], "hist_category_ids": [], "item_id": [], "category_id": []}
+    per = items // clusters
+    for u in range(users):
+        c = rng.integers(0, clusters)
+        seq = (c * per + rng.integers(0, per, length)).tolist()
+        for t in range(1, length):
+            rows["user_id"].append(u)
+            rows["hist_item_ids"].append(seq[max(0, t - 5):t])
+            rows["hist_category_ids"].append([i // per for i in seq[max(0, t - 5):t]])
+            rows["item_id"].append(seq[t])
+            rows["category_id"].append(seq[t] // per)
+    (directory / "train").mkdir(parents=True, exist_ok=True)
+    (directory / "items").mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.table(rows), directory / "train" / "part-0.parquet", row_group_size=2000)
+    ids = np.arange(items)
+    pq.write_table(pa.table({"item_id": ids, "category_id": ids // per}), directory / "items" / "part-0.parquet")
+    return directory
+
+
+def retrieval_config(data: Path, model_dir: Path, model: str = "two_tower", **model_over) -> dict:
+    feats = [
+        {"name": "hist", "kind": "sequence", "input": "hist_item_ids", "max_len": 5, "num_buckets": 300,
+         "embedding_dim": 16, "embedding_name": "item", "combiner": "none"},
+        {"name": "hist_cat", "kind": "sequence", "input": "hist_category_ids", "max_len": 5, "num_buckets": 10,
+         "embedding_dim": 8, "embedding_name": "cat", "combiner": "mean"},
+        {"name": "item_id", "kind": "id", "num_buckets": 300, "embedding_dim": 16, "embedding_name": "item"},
+        {"name": "category_id", "kind": "id", "num_buckets": 10, "embedding_dim": 8, "embedding_name": "cat"},
+    ]
+    m = {"type": model, "output_dim": 16, "user_tower": {"hidden_units": [32]},
+         "loss": {"temperature": 0.1}}
+    if model == "mind":
+        m.update(history="hist", interests=2)
+    m.update(model_over)
+    return {"data": {"train_input": str(data / "train"), "eval_input": str(data / "train"), "batch_size": 128,
+                     "num_workers": 0, "label": None},
+            "features": feats, "feature_groups": {"user": ["hist", "hist_cat"], "item": ["item_id", "category_id"]},
+            "model": m, "optimizer": {"dense": {"lr": 0.005}, "sparse": {"type": "sparse_adam", "lr": 0.02}},
+            "train": {"model_dir": str(model_dir), "epochs": 3, "log_every": 10, "seed": 3}}

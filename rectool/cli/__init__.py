@@ -71,6 +71,7 @@ command(app, "convert")(ingest.convert)
 command(app, "train")(train.train)
 command(app, "export")(train.export)
 command(app, "predict")(train.predict)
+command(app, "embed")(train.embed)
 
 config_group = typer.Typer(help="Training configs: validate without training.", no_args_is_help=True)
 app.add_typer(config_group, name="config")

@@ -149,3 +149,25 @@ def predict(
     console.summary("predict", summary)
     if output != "-":
         console.emit_path(output)
+
+
+def embed(
+    model: Annotated[Path, typer.Option("--model", help="An export directory with an item program.")],
+    items: Annotated[str, typer.Option("--items", help="Item table (parquet) with the columns the program reads.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Directory to write.")],
+    id_column: Annotated[str, typer.Option(help="The item id column.")] = "item_id",
+    reserved_columns: Annotated[list[str] | None, typer.Option(
+        "--reserved-columns", help="Item columns copied to the output (comma separated).")] = None,
+    batch_size: Annotated[int, typer.Option(help="Items per program call.")] = 65_536,
+    program: Annotated[str | None, typer.Option(help="item_tower or item_embedding (default: the one present).")]
+    = None,
+    overwrite: OverwriteOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Compute item embeddings with an exported item program, streaming."""
+    from rectool.retrieval.embed import embed as run_embed
+
+    console.set_quiet(quiet)
+    summary = run_embed(model, items, output, id_column, _split(reserved_columns), batch_size, program, overwrite)
+    console.summary("embed", summary)
+    console.emit_path(output)

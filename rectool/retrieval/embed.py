@@ -1,0 +1,84 @@
+"""``rectool embed``: run an exported item program over an item table -> an embedding table.
+
+Inputs: an export directory holding an item program (``item_tower`` of two-tower and MIND
+models, ``item_embedding`` of TDM and NANN models) and a parquet table with the columns
+that program reads (``item_id`` and, e.g., ``category_id``: the ``items/`` table of a
+next-item dataset).
+
+Output (parquet, streamed in batches)::
+
+    item_id int64, <reserved columns as they are>, item_emb fixed_size_list<float32>[d]
+
+    rectool embed --model out/export --items out/seq/items --output out/item_emb
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import torch
+
+from rectool import console
+from rectool.artifacts import PartWriter, atomic_dir, open_dataset, require_columns, write_meta
+from rectool.errors import UserError
+from rectool.train.inputs import to_tensors
+from rectool.train.predict import load_program
+
+ITEM_PARTS = ("item_tower", "item_embedding")
+EMBEDDING_COLUMN = "item_emb"
+
+
+def embed(model: Path, items: str, output: str | os.PathLike[str], id_column: str = "item_id",
+          reserved_columns: list[str] | None = None, batch_size: int = 65_536, part: str | None = None,
+          overwrite: bool = False) -> dict[str, Any]:
+    meta_parts = _parts(Path(model))
+    part = part or next((p for p in ITEM_PARTS if p in meta_parts), None)
+    if part is None:
+        raise UserError(f"--model {model}: has no item program ({' or '.join(ITEM_PARTS)}); export a retrieval "
+                        "model (two_tower, mind, tdm, nann)")
+    program, spec, _ = load_program(Path(model), part)
+    ds = open_dataset(items, "--items")
+    reserved = [c for c in (reserved_columns or []) if c != id_column]
+    require_columns(ds.schema, [id_column, *reserved, *spec.names], items, hint="the item program reads "
+                    + ", ".join(spec.names))
+    total = ds.count_rows()
+    columns = list(dict.fromkeys([id_column, *reserved, *spec.names]))
+    dim = None
+    with atomic_dir(output, overwrite) as tmp, console.Stopwatch() as sw:
+        writer: PartWriter | None = None
+        with console.progress("embed", total=total) as bar, torch.inference_mode():
+            for batch in ds.to_batches(columns=columns, batch_size=batch_size):
+                if batch.num_rows == 0:
+                    continue
+                vectors = program(to_tensors(batch, spec, source=str(items), with_label=False)).float().cpu().numpy()
+                if vectors.ndim != 2:
+                    raise UserError(f"--model {model}: {part} returns shape {vectors.shape}, not [B, d]")
+                if not np.isfinite(vectors).all():
+                    raise UserError(f"--model {model}: {part} produced non-finite vectors; check the checkpoint")
+                dim = vectors.shape[1]
+                emb = pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1), pa.float32()), dim)
+                out = pa.RecordBatch.from_arrays(
+                    [batch.column(id_column).cast(pa.int64()), *[batch.column(c) for c in reserved], emb],
+                    names=[id_column, *reserved, EMBEDDING_COLUMN])
+                if writer is None:
+                    writer = PartWriter(tmp, out.schema)
+                writer.write(out)
+                bar.advance(batch.num_rows)
+        if writer is None:
+            raise UserError(f"--items {items}: has no rows")
+        writer.close()
+        write_meta(tmp, kind="embeddings", inputs=[str(items), str(model)], rows=writer.rows, schema=writer.schema,
+                   dim=dim, program=part, id_column=id_column)
+    return {"output": os.fspath(output), "items": writer.rows, "dim": dim, "program": part,
+            "items_per_s": round(writer.rows / max(sw.seconds, 1e-9), 1)}
+
+
+def _parts(model: Path) -> dict:
+    import json
+
+    meta = model / "_meta.json"
+    return json.loads(meta.read_text()).get("parts", {}) if meta.is_file() else {}
