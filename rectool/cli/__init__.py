@@ -15,6 +15,7 @@ import typer
 
 from rectool import __version__
 from rectool.cli import ingest
+from rectool.cli import tree as tree_cli
 from rectool.errors import EXIT_INTERRUPTED, EXIT_USER_ERROR, UserError, debug_enabled
 
 app = typer.Typer(
@@ -68,6 +69,12 @@ def command(group: typer.Typer, name: str):
 
 command(app, "synth")(ingest.synth)
 command(app, "convert")(ingest.convert)
+
+tree = typer.Typer(help="TDM trees: build the initial tree or a learnt one from embeddings.", no_args_is_help=True,
+                   rich_markup_mode=None)
+app.add_typer(tree, name="tree")
+command(tree, "init")(tree_cli.init)
+command(tree, "cluster")(tree_cli.cluster)
 
 
 def main() -> None:
