@@ -252,3 +252,16 @@ def test_existing_output_needs_overwrite(tmp_path, cli):
     cli(*args)
     assert "--overwrite" in cli(*args, expect=2).stderr
     cli(*args, "--overwrite")
+
+
+def test_float_text_is_python_repr():
+    from rectool.tree.attrs import format_values
+
+    rng = np.random.default_rng(0)
+    values = np.concatenate([
+        rng.standard_normal(3000) * 10.0 ** rng.integers(-12, 25, 3000), rng.integers(-10**6, 10**6, 500) * 1.0,
+        [0.0, -0.0, 1e16, 1e-4, 9.999999999999999e15, 0.00009999, np.nan, np.inf, -np.inf, 1e15, 2.0**60],
+        rng.random(500).astype(np.float32).astype(np.float64)])
+    assert format_values(pa.array(values), "0").to_pylist() == [repr(float(v)) for v in values]
+    assert format_values(pa.array([0.1, None], pa.float32()), "0").to_pylist() == ["0.10000000149011612", "0"]
+    assert format_values(pa.array([True, None]), "").to_pylist() == ["True", ""]

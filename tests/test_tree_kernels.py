@@ -58,13 +58,19 @@ def test_topk_segments_matches_sort_with_ties_and_nan():
     scores[::37] = np.nan
     nodes = rng.permutation(500).astype(np.int64)
     offsets = np.array([0, 3, 3, 200, 500])
-    got_n, got_s = topk_segments(scores, nodes, offsets, 10)
+    got_n, got_s = topk_segments(scores, nodes, offsets, 10, True)
+    set_n, _ = topk_segments(scores, nodes, offsets, 10, False)
     for b in range(4):
         seg = range(offsets[b], offsets[b + 1])
         ranked = sorted(seg, key=lambda j: (-(-np.inf if np.isnan(scores[j]) else scores[j]), nodes[j]))[:10]
         want_n = [int(nodes[j]) for j in ranked] + [-1] * (10 - len(ranked))
         assert got_n[b].tolist() == want_n
+        assert sorted(set_n[b].tolist()) == sorted(want_n)
         assert np.isneginf(got_s[b][len(ranked):]).all()
+    big = np.random.default_rng(6).random(5000).astype(np.float32)
+    for k in (1, 2, 399, 400, 4999, 5000):
+        sel, _ = topk_segments(big, np.arange(5000), np.array([0, 5000]), k, False)
+        assert sorted(sel[0].tolist()) == sorted(np.argsort(-big, kind="stable")[:k].tolist())
 
 
 def test_merge_topk_equals_one_pass():
@@ -75,15 +81,17 @@ def test_merge_topk_equals_one_pass():
     best_s = np.full((6, 7), -np.inf, dtype=np.float32)
     for a in range(0, 90, 25):
         merge_topk(best_n, best_s, nodes[a:a + 25], np.ascontiguousarray(scores[:, a:a + 25]))
-    one_n, one_s = topk_segments(scores.ravel(), np.tile(nodes, 6), np.arange(7) * 90, 7)
+    one_n, one_s = topk_segments(scores.ravel(), np.tile(nodes, 6), np.arange(7) * 90, 7, True)
     assert np.array_equal(best_n, one_n) and np.array_equal(best_s, one_s)
 
 
 def test_expand_children_matches_python():
     child_offsets = np.array([1, 3, 5, 6, 6, 6, 6, 6])  # 0 -> 1,2; 1 -> 3,4; 2 -> 5
     selected = np.array([[1, 2], [2, -1], [-1, -1]])
-    users, nodes, offsets = expand_children(selected, child_offsets)
-    assert users.tolist() == [0, 0, 0, 1] and nodes.tolist() == [3, 4, 5, 5] and offsets.tolist() == [0, 3, 4, 4]
+    out = np.full((3, 10), -7, dtype=np.int64)
+    offsets = expand_children(selected, child_offsets, np.arange(8) * 10, out)
+    assert offsets.tolist() == [0, 3, 4, 4]
+    assert out[:, :4].tolist() == [[0, 0, 0, 1], [3, 4, 5, 5], [30, 40, 50, 50]] and (out[:, 4:] == -7).all()
 
 
 def test_draw_excluding_is_distinct_never_positive_and_uniform():

@@ -156,7 +156,33 @@ def format_values(arr: pa.Array, null: str) -> pa.Array:
         return pc.cast(arr, pa.string()).fill_null(null)
     if pa.types.is_boolean(t):
         return pc.if_else(arr, "True", "False").fill_null(null)
-    return pa.array([null if v is None else repr(v) for v in arr.to_pylist()], pa.string())
+    return _float_repr(pc.cast(arr, pa.float64())).fill_null(null)
+
+
+def _float_repr(arr: pa.Array) -> pa.Array:
+    """Python's ``repr`` of float64 values, vectorised.
+
+    Arrow and Python both print the shortest round-trip digits; they differ in layout only.
+    Python writes ``x.y`` for 1e-4 <= |x| < 1e16 (``1.0``, not ``1``) and exponents outside;
+    so Arrow's text is kept where it is such a plain decimal, gets ``.0`` where it is an
+    integer, and the rest (exponents, rare in attributes) goes through ``repr``.
+    """
+    text = pc.cast(arr, pa.string())
+    mag = pc.abs(arr)
+    plain = pc.and_(pc.greater_equal(mag, 1e-4), pc.less(mag, 1e16))
+    has_dot = pc.match_substring(text, ".")
+    has_exp = pc.match_substring(text, "e")
+    fixed = pc.and_(plain, pc.invert(has_exp))
+    integral = pc.and_(pc.or_(fixed, pc.equal(arr, 0.0)), pc.invert(has_dot))
+    out = pc.if_else(integral, pc.binary_join_element_wise(text, ".0", ""), text)
+    rest = pc.invert(pc.or_(pc.and_(fixed, has_dot), integral)).fill_null(False)
+    idx = np.flatnonzero(rest.to_numpy(zero_copy_only=False))
+    if idx.size == 0:
+        return out
+    fixed_up = out.to_numpy(zero_copy_only=False).astype(object)
+    values = arr.to_numpy(zero_copy_only=False)
+    fixed_up[idx] = [repr(float(v)) for v in values[idx]]
+    return pa.array(fixed_up, pa.string(), mask=arr.is_null().to_numpy(zero_copy_only=False))
 
 
 def _format_categorical(arr: pa.Array) -> pa.Array:

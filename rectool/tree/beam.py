@@ -81,15 +81,20 @@ def beam_search(tree: Tree, scorer: Scorer, n_users: int, recall_num: int, beam:
     user_index = np.repeat(np.arange(n_users, dtype=np.int64), width)
     node_index = np.tile(np.arange(a, b, dtype=np.int64), n_users)
     offsets = np.arange(n_users + 1, dtype=np.int64) * width
+    node_id = tree.node_ids[node_index]
     scored = np.full(n_users, width, dtype=np.int64)
     leaf_level = tree.num_levels - 1
+    buf = None
     while True:
-        scores = _call(scorer, user_index, tree.node_ids[node_index])
+        scores = _call(scorer, user_index, node_id)
         if level == leaf_level:
-            nodes, best = topk_segments(scores, node_index, offsets, recall_num)
+            nodes, best = topk_segments(scores, node_index, offsets, recall_num, True)
             return _result(tree, nodes, best, scored)
-        kept, _ = topk_segments(scores, node_index, offsets, beam)
-        user_index, node_index, offsets = expand_children(kept, tree.child_offsets)
+        kept, _ = topk_segments(scores, node_index, offsets, beam, False)
+        if buf is None:  # one buffer for every level: no page faults on fresh arrays
+            buf = np.empty((3, n_users * beam * int(np.diff(tree.child_offsets).max())), dtype=np.int64)
+        offsets = expand_children(kept, tree.child_offsets, tree.node_ids, buf)
+        user_index, node_index, node_id = buf[0, :offsets[-1]], buf[1, :offsets[-1]], buf[2, :offsets[-1]]
         scored += np.diff(offsets)
         level += 1
 

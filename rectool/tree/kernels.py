@@ -143,24 +143,86 @@ def _heap_drain(hs: np.ndarray, hn: np.ndarray, size: int, out_s: np.ndarray, ou
         _sift_down(hs, hn, size, 0)
 
 
-@numba.njit(cache=True)
-def topk_segments(scores: np.ndarray, nodes: np.ndarray, offsets: np.ndarray, k: int) -> tuple:
-    """Best ``k`` (score desc, node asc) of each user's segment ``offsets[b]:offsets[b+1]``.
+@numba.njit(cache=True, inline="always")
+def _swap(hs: np.ndarray, hn: np.ndarray, i: int, j: int) -> None:
+    hs[i], hs[j] = hs[j], hs[i]
+    hn[i], hn[j] = hn[j], hn[i]
 
-    ``topk_segments([.1, .9, .5], [7, 8, 9], [0, 3], 2)`` -> nodes ``[[8, 9]]``, scores ``[[.9, .5]]``.
+
+@numba.njit(cache=True)
+def _select(hs: np.ndarray, hn: np.ndarray, m: int, k: int) -> None:
+    """Quickselect: move the ``k`` best of ``hs[:m], hn[:m]`` (distinct nodes) to the front, unordered."""
+    lo, hi = 0, m - 1
+    while hi > lo:
+        mid = (lo + hi) // 2  # median of three as the pivot, moved to hi
+        if _worse(hs[lo], hn[lo], hs[mid], hn[mid]):
+            _swap(hs, hn, lo, mid)
+        if _worse(hs[mid], hn[mid], hs[hi], hn[hi]):
+            _swap(hs, hn, mid, hi)
+            if _worse(hs[lo], hn[lo], hs[mid], hn[mid]):
+                _swap(hs, hn, lo, mid)
+        _swap(hs, hn, mid, hi)
+        ps, pn = hs[hi], hn[hi]
+        store = lo
+        for i in range(lo, hi):  # branch-free Lomuto partition: better than the pivot goes first
+            si, ni = hs[i], hn[i]
+            better = (si > ps) | ((si == ps) & (ni < pn))
+            hs[i], hn[i] = hs[store], hn[store]
+            hs[store], hn[store] = si, ni
+            store += better
+        _swap(hs, hn, store, hi)
+        if store == k - 1 or store == k:
+            return
+        if store > k:
+            hi = store - 1
+        else:
+            lo = store + 1
+
+
+@numba.njit(cache=True)
+def topk_segments(scores: np.ndarray, nodes: np.ndarray, offsets: np.ndarray, k: int, ordered: bool) -> tuple:
+    """Best ``k`` (score desc, node asc; NaN last) of each user's segment ``offsets[b]:offsets[b+1]``.
+
+    Nodes must be distinct within a segment. ``ordered`` sorts the k best, best first;
+    otherwise they come in no particular order (enough to expand a beam).
+    ``topk_segments([.1, .9, .5], [7, 8, 9], [0, 3], 2, True)`` -> nodes ``[[8, 9]]``, scores ``[[.9, .5]]``.
     Rows with fewer than ``k`` candidates are padded with node -1 and score -inf.
     """
     users = offsets.size - 1
-    out_n = np.empty((users, k), dtype=np.int64)
-    out_s = np.empty((users, k), dtype=np.float32)
-    hs = np.empty(k, dtype=np.float64)
-    hn = np.empty(k, dtype=np.int64)
+    out_n = np.full((users, k), -1, dtype=np.int64)
+    out_s = np.full((users, k), -np.inf, dtype=np.float32)
+    width = 1
     for b in range(users):
-        size = 0
-        for j in range(offsets[b], offsets[b + 1]):
-            size = _heap_push(hs, hn, size, k, scores[j], nodes[j])
-        _heap_drain(hs, hn, size, out_s[b], out_n[b])
+        width = max(width, offsets[b + 1] - offsets[b])
+    hs = np.empty(width, dtype=np.float64)
+    hn = np.empty(width, dtype=np.int64)
+    for b in range(users):
+        m = offsets[b + 1] - offsets[b]
+        for j in range(m):
+            v = scores[offsets[b] + j]
+            hs[j] = -np.inf if v != v else v
+            hn[j] = nodes[offsets[b] + j]
+        take = min(k, m)
+        if m > k:
+            _select(hs, hn, m, k)
+        if ordered:
+            _sort_best_first(hs, hn, take)
+        for j in range(take):
+            out_s[b, j] = hs[j]
+            out_n[b, j] = hn[j]
     return out_n, out_s
+
+
+@numba.njit(cache=True)
+def _sort_best_first(hs: np.ndarray, hn: np.ndarray, m: int) -> None:
+    """Sort ``hs[:m], hn[:m]`` best first (heap sort on the rank order)."""
+    # build a heap whose top is the worst, then move the worst to the end, repeatedly
+    for i in range(m // 2 - 1, -1, -1):
+        _sift_down(hs, hn, m, i)
+    for end in range(m - 1, 0, -1):
+        hs[0], hs[end] = hs[end], hs[0]
+        hn[0], hn[end] = hn[end], hn[0]
+        _sift_down(hs, hn, end, 0)
 
 
 @numba.njit(cache=True)
@@ -180,34 +242,30 @@ def merge_topk(best_n: np.ndarray, best_s: np.ndarray, chunk_nodes: np.ndarray, 
 
 
 @numba.njit(cache=True)
-def expand_children(selected: np.ndarray, child_offsets: np.ndarray) -> tuple:
-    """Children of every kept node, flat: (user index, node index, per-user offsets).
+def expand_children(selected: np.ndarray, child_offsets: np.ndarray, node_ids: np.ndarray,
+                    out: np.ndarray) -> np.ndarray:
+    """Children of every kept node, flat, written to ``out[0]`` user index, ``out[1]`` node index,
+    ``out[2]`` node id; returns the per-user offsets into them (``out`` must be large enough).
 
     ``selected`` is [users, k] node indices (-1 = empty slot). With children of node 1 at
-    3:5, ``expand_children([[1, -1]], co)`` -> ``([0, 0], [3, 4], [0, 2])``.
+    3:5, ``expand_children([[1, -1]], co, ids, out)`` -> ``[0, 2]`` and ``out[:, :2]`` =
+    ``[[0, 0], [3, 4], [ids[3], ids[4]]]``.
     """
     users, k = selected.shape
     offsets = np.zeros(users + 1, dtype=np.int64)
+    pos = 0
     for b in range(users):
-        total = 0
-        for j in range(k):
-            v = selected[b, j]
-            if v >= 0:
-                total += child_offsets[v + 1] - child_offsets[v]
-        offsets[b + 1] = offsets[b] + total
-    user_index = np.empty(offsets[users], dtype=np.int64)
-    node_index = np.empty(offsets[users], dtype=np.int64)
-    for b in range(users):
-        pos = offsets[b]
         for j in range(k):
             v = selected[b, j]
             if v < 0:
                 continue
             for c in range(child_offsets[v], child_offsets[v + 1]):
-                user_index[pos] = b
-                node_index[pos] = c
+                out[0, pos] = b
+                out[1, pos] = c
+                out[2, pos] = node_ids[c]
                 pos += 1
-    return user_index, node_index, offsets
+        offsets[b + 1] = pos
+    return offsets
 
 
 # ----------------------------------------------------------------------------- layer sampler
