@@ -214,7 +214,7 @@ def test_cli_init_with_string_ids_and_separate_table_dir(tmp_path, cli):
               "--tree-output-dir", tmp_path / "tree", "--node-edge-output-file", tmp_path / "tables", "--hash-ids",
               "--n-cluster", "2", "-q")
     assert res.stdout.strip() == str(tmp_path / "tree")
-    assert sorted(p.name for p in (tmp_path / "tree").iterdir()) == ["_meta.json", "serving_tree", "tree.npz"]
+    assert sorted(p.name for p in (tmp_path / "tree").iterdir()) == ["_meta.json", "compact", "serving_tree"]
     assert sorted(p.name for p in (tmp_path / "tables").iterdir()) == [
         "_meta.json", "edge_table.txt", "node_feature", "node_table.txt", "predict_edge_table.txt"]
     meta = json.loads((tmp_path / "tree" / "_meta.json").read_text())

@@ -164,3 +164,20 @@ def test_beam_on_a_learnt_tree_finds_the_exact_neighbours():
     brute = brute_force(tree, scorer, 20, recall_num=10)
     overlap = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(beam.item_ids, brute.item_ids, strict=True)])
     assert overlap > 0.8 and beam.nodes_scored.max() < 2000 / 2
+
+
+def test_sampler_and_search_on_a_loaded_tree(tmp_path):
+    from rectool.tree import load_tree
+
+    built = _init_tree(300, 2)
+    built.save(tmp_path)
+    tree = load_tree(tmp_path)  # read-only memory maps
+    assert not tree.codes.flags.writeable and np.array_equal(tree.node_ids, built.node_ids)
+    batch = LayerSampler(tree, [0, 1, 2, 3, 3, 3, 3, 3, 3, 3]).sample(tree.leaf_item_ids[:20], 0)
+    assert batch.node_ids.shape == (20, 9 + 1 + 2 + 3 * 7)
+    scorer = DotScorer(tree, 4)
+    a = beam_search(tree, scorer, 4, recall_num=5, beam=300)
+    b = brute_force(tree, scorer, 4, recall_num=5)
+    assert np.array_equal(a.item_ids, b.item_ids)
+    with pytest.raises(UserError, match="no compact/ tree arrays"):
+        load_tree(tmp_path / "nothing")

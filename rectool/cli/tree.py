@@ -22,7 +22,7 @@ NClusterOpt = Annotated[int, typer.Option("--n-cluster", help="Branching factor 
 NodeEdgeOpt = Annotated[Path | None, typer.Option("--node-edge-output-file", help="Directory for node_table.txt, "
                                                   "edge_table.txt, predict_edge_table.txt and node_feature/ "
                                                   "[the tree output directory].")]
-TreeDirOpt = Annotated[Path, typer.Option("--tree-output-dir", help="Directory for the compact tree (tree.npz), "
+TreeDirOpt = Annotated[Path, typer.Option("--tree-output-dir", help="Directory for the compact tree (compact/), "
                                           "serving_tree and _meta.json.", show_default=False)]
 HashIdsOpt = Annotated[bool, typer.Option("--hash-ids", help="Hash string item ids to int64 (rectool.hashing).")]
 

@@ -13,7 +13,7 @@ Trees
     Both then pull leaves to the last level (``rectool.tree.structure``).
 
 Outputs
-    ``tree_output_dir/``: ``tree.npz`` (compact arrays, ``load_tree``), ``serving_tree`` and
+    ``tree_output_dir/``: ``compact/*.npy`` (compact arrays, ``load_tree``), ``serving_tree`` and
     ``_meta.json`` (kind ``tree``); ``node_edge_output_file/`` (the same directory unless
     another is given): ``node_table.txt``, ``edge_table.txt``, ``predict_edge_table.txt``,
     ``node_feature/part-0.parquet`` (formats in ``rectool.tree.files``). Both are written

@@ -18,8 +18,10 @@ Layout (node index = position in level order = rank of the code)::
     item_sorted    int64 [items]     leaf item ids, sorted (for id -> leaf lookups)
     item_leaf      int64 [items]     node index of the leaf holding item_sorted[j]
 
-Stored as one uncompressed ``tree.npz`` in the tree directory; ``load_tree(dir)``
-reads it in milliseconds. Example, 5 items, binary::
+Stored as one ``.npy`` file per array (and ``n_cluster.npy``) in ``compact/`` of the tree
+directory; ``load_tree(dir)`` memory-maps them read-only, in about a millisecond whatever
+the size (pages are read on first touch and shared by every process that loads the tree,
+e.g. data-loader workers). Example, 5 items, binary::
 
     tree = tree_from_codes(np.array([10, 11, 12, 13, 14]), np.array([13, 11, 9, 8, 7]), 2)
     tree.codes          # [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 11, 13]
@@ -36,7 +38,7 @@ import numpy as np
 
 from rectool.errors import UserError
 
-TREE_FILE = "tree.npz"
+COMPACT_DIR = "compact"
 INT64_MAX = np.iinfo(np.int64).max
 _ARRAYS = ("codes", "node_ids", "parents", "level_offsets", "child_offsets", "item_sorted", "item_leaf")
 
@@ -118,9 +120,13 @@ class Tree:
         return out
 
     def save(self, directory: str | os.PathLike[str]) -> Path:
-        path = Path(directory) / TREE_FILE
-        np.savez(path, n_cluster=np.int64(self.n_cluster), **{k: getattr(self, k) for k in _ARRAYS})
-        return path
+        """Write ``directory/compact/<array>.npy``; returns that folder."""
+        folder = Path(directory) / COMPACT_DIR
+        folder.mkdir(parents=True, exist_ok=True)
+        np.save(folder / "n_cluster.npy", np.int64(self.n_cluster))
+        for name in _ARRAYS:
+            np.save(folder / f"{name}.npy", np.ascontiguousarray(getattr(self, name), dtype=np.int64))
+        return folder
 
 
 def assemble(codes: np.ndarray, node_ids: np.ndarray, n_cluster: int) -> Tree:
@@ -203,17 +209,19 @@ def tree_from_codes(item_ids: np.ndarray, leaf_codes: np.ndarray, n_cluster: int
     return assemble(all_codes, node_ids, n)
 
 
-def load_tree(path: str | os.PathLike[str]) -> Tree:
-    """Load the compact tree from a tree directory (or its ``tree.npz``)."""
+def load_tree(path: str | os.PathLike[str], mmap: bool = True) -> Tree:
+    """The compact tree of a tree directory (or of its ``compact/`` folder), memory-mapped read-only."""
     p = Path(os.fspath(path))
-    file = p / TREE_FILE if p.is_dir() else p
-    if not file.is_file():
-        raise UserError(f"{p}: no {TREE_FILE} here; give a directory written by `rectool tree init` or "
-                        "`rectool tree cluster`")
+    folder = p if p.name == COMPACT_DIR else p / COMPACT_DIR
+    if not (folder / "codes.npy").is_file():
+        raise UserError(f"{p}: no {COMPACT_DIR}/ tree arrays here; give a directory written by `rectool tree init` "
+                        "or `rectool tree cluster`")
     try:
-        with np.load(file) as data:
-            arrays = {k: data[k] for k in _ARRAYS}
-            n_cluster = int(data["n_cluster"])
-    except (KeyError, ValueError, OSError) as exc:
-        raise UserError(f"{file}: not a rectool tree file ({exc}); rebuild it with `rectool tree init`") from exc
+        arrays = {k: np.load(folder / f"{k}.npy", mmap_mode="r" if mmap else None) for k in _ARRAYS}
+        n_cluster = int(np.load(folder / "n_cluster.npy"))
+    except (OSError, ValueError) as exc:
+        raise UserError(f"{folder}: unreadable tree arrays ({exc}); rebuild the tree") from exc
+    arrays = {k: v.view(np.ndarray) if isinstance(v, np.memmap) else v for k, v in arrays.items()}
+    if arrays["level_offsets"][-1] != arrays["codes"].size or arrays["child_offsets"].size != arrays["codes"].size + 1:
+        raise UserError(f"{folder}: tree arrays of inconsistent sizes; rebuild the tree")
     return Tree(n_cluster=n_cluster, **arrays)
