@@ -229,15 +229,16 @@ def main() -> None:
         return
     skip = set(args.skip.split(","))
     result = {}
-    if "beam" not in skip:
-        log("(a) beam search")
-        result["beam"] = _beam(args)
+    # subprocess parts first: a child forked from a big parent inherits its peak RSS
     if "cluster" not in skip:
         log("(b) balanced recursive k-means")
         result["cluster"] = _cluster(args)
     if "commands" not in skip:
         log("(c) tree init / tree cluster end to end")
         result["commands"] = _commands(args)
+    if "beam" not in skip:
+        log("(a) beam search")
+        result["beam"] = _beam(args)
     emit("tree", result)
 
 

@@ -9,7 +9,7 @@ import pytest
 from helpers import ROOT
 
 from rectool.errors import UserError
-from rectool.tree import LayerSampler, beam_search, brute_force
+from rectool.tree import LayerSampler, beam_search, brute_force, search
 from rectool.tree.kernels import init_codes
 from rectool.tree.kmeans import balanced_kmeans_codes
 from rectool.tree.structure import tree_from_codes
@@ -105,8 +105,9 @@ def test_beam_wide_enough_equals_brute_force(n_items, n, beam):
     tree = _init_tree(n_items, n)
     for ties in (False, True):
         scorer = DotScorer(tree, 9, ties=ties)
-        got = beam_search(tree, scorer, 9, recall_num=10, beam=beam)
+        got = search(tree, scorer, 9, recall_num=10, beam=beam, method="beam")
         want = brute_force(tree, scorer, 9, recall_num=10, max_pairs=64)  # several chunks
+        assert np.array_equal(search(tree, scorer, 9, 10, method="brute").item_ids, want.item_ids)
         assert np.array_equal(got.item_ids, want.item_ids) and np.array_equal(got.scores, want.scores)
         assert (got.nodes_scored == n_items).all() and (want.nodes_scored == n_items).all()
         assert scorer.calls > 1

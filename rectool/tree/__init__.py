@@ -8,8 +8,8 @@ files), ``kmeans`` + ``kmeans_kernels`` (balanced recursive k-means), ``sampler`
     from rectool.tree import load_tree, LayerSampler, beam_search
 """
 
-from rectool.tree.beam import Retrieved, beam_search, brute_force
+from rectool.tree.beam import Retrieved, beam_search, brute_force, search
 from rectool.tree.sampler import LayerSampler, TDMSample
 from rectool.tree.structure import Tree, load_tree
 
-__all__ = ["LayerSampler", "Retrieved", "TDMSample", "Tree", "beam_search", "brute_force", "load_tree"]
+__all__ = ["LayerSampler", "Retrieved", "TDMSample", "Tree", "beam_search", "brute_force", "load_tree", "search"]

@@ -14,6 +14,7 @@ float32 scores of that length, higher is better. The search calls it once per sc
     leaves this scores every leaf, exactly as ``brute_force``.
 ``brute_force``
     Scores every leaf for every user (in chunks of leaves) and keeps the ``recall_num`` best.
+``search(..., method="beam" | "brute")`` picks one of the two.
 
 Expansion, top-k and bookkeeping are numba kernels (``rectool.tree.kernels``); the scorer
 call is the only other work. Output (``Retrieved``), for B users::
@@ -33,6 +34,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 
@@ -111,3 +113,13 @@ def brute_force(tree: Tree, scorer: Scorer, n_users: int, recall_num: int, max_p
         scores = _call(scorer, user_index, np.tile(tree.node_ids[nodes], n_users)).reshape(n_users, nodes.size)
         merge_topk(best_n, best_s, nodes, scores)
     return _result(tree, best_n, best_s, np.full(n_users, leaf_nodes.size, dtype=np.int64))
+
+
+def search(tree: Tree, scorer: Scorer, n_users: int, recall_num: int, beam: int | None = None,
+           method: Literal["beam", "brute"] = "beam") -> Retrieved:
+    """``beam_search`` or ``brute_force`` by name (``retrieve --method``)."""
+    if method == "brute":
+        return brute_force(tree, scorer, n_users, recall_num)
+    if method == "beam":
+        return beam_search(tree, scorer, n_users, recall_num, beam)
+    raise ValueError(f"method {method!r}: choose beam or brute")
