@@ -174,6 +174,8 @@ def test_sampler_and_search_on_a_loaded_tree(tmp_path):
     built.save(tmp_path)
     tree = load_tree(tmp_path)  # read-only memory maps
     assert not tree.codes.flags.writeable and np.array_equal(tree.node_ids, built.node_ids)
+    rows = np.array([5, 0, tree.num_nodes - 1, 300])
+    assert tree.node_index(np.r_[tree.node_ids[rows], -99]).tolist() == [*rows.tolist(), -1]
     batch = LayerSampler(tree, [0, 1, 2, 3, 3, 3, 3, 3, 3, 3]).sample(tree.leaf_item_ids[:20], 0)
     assert batch.node_ids.shape == (20, 9 + 1 + 2 + 3 * 7)
     scorer = DotScorer(tree, 4)

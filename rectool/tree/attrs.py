@@ -11,7 +11,8 @@ Rules (TorchEasyRec's ``TreeBuilder``)
     * Categorical attributes (``--attr-fields``): a non-leaf node takes the mode over all
       the leaves below it. Non-string columns skip nulls and break ties by the smallest
       value (pyarrow's ``mode``); string columns count nulls and "" as values and break
-      ties by the value met first in item order (``Counter.most_common``).
+      ties by the value met first, in item order, among the node's leaves
+      (``Counter.most_common`` over the leaves in item order).
     * Numeric attributes (``--raw-attr-fields``): the mean over the leaves below, nulls
       skipped (all null -> null). float32 and float64 columns keep their type; integer
       columns become float64 (TorchEasyRec fails on a fractional mean of an int column).

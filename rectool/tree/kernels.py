@@ -9,8 +9,6 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-NEG_INF = np.float32(-np.inf)
-
 
 @numba.njit(cache=True)
 def init_codes(n_items: int, n_cluster: int) -> np.ndarray:
@@ -24,7 +22,6 @@ def init_codes(n_items: int, n_cluster: int) -> np.ndarray:
     stack_s = np.empty(64 * n_cluster + 64, dtype=np.int64)
     stack_e = np.empty_like(stack_s)
     stack_c = np.empty_like(stack_s)
-    top = 0
     stack_s[0], stack_e[0], stack_c[0] = 0, n_items, 0
     top = 1
     while top > 0:

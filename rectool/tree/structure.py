@@ -30,6 +30,7 @@ e.g. data-loader workers). Example, 5 items, binary::
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -108,6 +109,17 @@ class Tree:
         pos_ok = np.minimum(pos, self.item_sorted.size - 1)
         found = self.item_sorted[pos_ok] == ids
         return np.where(found, self.item_leaf[pos_ok], -1)
+
+    @functools.cached_property
+    def _id_order(self) -> np.ndarray:
+        return np.argsort(self.node_ids, kind="stable")
+
+    def node_index(self, node_ids: np.ndarray) -> np.ndarray:
+        """Node index (level-order row) of each node id; -1 for ids that are not in the tree."""
+        ids = np.asarray(node_ids, dtype=np.int64)
+        order = self._id_order
+        pos = np.minimum(np.searchsorted(self.node_ids[order], ids), order.size - 1)
+        return np.where(self.node_ids[order[pos]] == ids, order[pos], -1)
 
     def ancestors(self, leaf_index: np.ndarray) -> np.ndarray:
         """Path of each leaf, root first: int64 [len(leaf_index), num_levels] of node indices."""
