@@ -265,3 +265,20 @@ def test_float_text_is_python_repr():
     assert format_values(pa.array(values), "0").to_pylist() == [repr(float(v)) for v in values]
     assert format_values(pa.array([0.1, None], pa.float32()), "0").to_pylist() == ["0.10000000149011612", "0"]
     assert format_values(pa.array([True, None]), "").to_pylist() == ["True", ""]
+
+
+def test_init_on_converted_tianchi_items(tiny_tianchi, tmp_path, cli):
+    """The pipeline's own item table (``convert --format tianchi-item``) feeds ``tree init``."""
+    items = cli("convert", "-f", "tianchi-item", tiny_tianchi / "offline/tianchi_fresh_comp_train_item.csv",
+                "-o", tmp_path / "items", "-q").stdout.strip()
+    out = cli("tree", "init", "--item-input-path", items, "--item-id-field", "item_id", "--cate-id-field",
+              "category_id", "--attr-fields", "category_id", "--tree-output-dir", tmp_path / "tree", "-q")
+    tree = load_tree(out.stdout.strip())
+    table = pq.read_table(tmp_path / "items").sort_by("item_id")
+    assert np.array_equal(np.sort(tree.leaf_item_ids), table["item_id"].to_numpy())
+    # leaves in level order are the items sorted by (category as text, id), reversed
+    want = sorted(zip(table["category_id"].to_pylist(), table["item_id"].to_pylist(), strict=True),
+                  key=lambda r: (str(r[0]), r[1]))
+    assert tree.leaf_item_ids.tolist() == [i for _, i in reversed(want)]
+    feat = pq.read_table(tmp_path / "tree" / "node_feature")
+    assert feat.num_rows == tree.num_nodes and feat["category_id"].null_count == 0
