@@ -3,7 +3,8 @@
 The scorer is any callable ``scorer(user_index, node_id) -> scores``: two int64 arrays of
 the same length (the flat list of (user, candidate node) pairs; ``user_index`` indexes
 the caller's batch, ``node_id`` is the tree node id: the item id for a leaf) returning
-float32 scores of that length, higher is better. The search calls it once per scored level.
+float32 scores of that length, higher is better. The search calls it once per scored level
+(all users at once); the arrays it passes are reused buffers, valid only during the call.
 
 ``beam_search``
     Levels above the first level holding at least ``beam`` nodes are expanded without
