@@ -15,6 +15,7 @@ import typer
 
 from rectool import __version__
 from rectool.cli import ingest, train
+from rectool.cli import tree as tree_cli
 from rectool.errors import EXIT_INTERRUPTED, EXIT_USER_ERROR, UserError, debug_enabled
 
 app = typer.Typer(
@@ -76,6 +77,12 @@ command(app, "embed")(train.embed)
 config_group = typer.Typer(help="Training configs: validate without training.", no_args_is_help=True)
 app.add_typer(config_group, name="config")
 command(config_group, "check")(train.config_check)
+
+tree = typer.Typer(help="TDM trees: build the initial tree or a learnt one from embeddings.", no_args_is_help=True,
+                   rich_markup_mode=None)
+app.add_typer(tree, name="tree")
+command(tree, "init")(tree_cli.init)
+command(tree, "cluster")(tree_cli.cluster)
 
 
 def main() -> None:
