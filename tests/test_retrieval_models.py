@@ -115,3 +115,68 @@ def test_tower_exports_and_embed(seqs, tmp_path, cli):
     pq.write_table(pa.table({"item_id": [1, 2]}), tmp_path / "bare" / "p.parquet")
     res = cli("embed", "--model", tmp_path / "ex", "--items", tmp_path / "bare", "--output", tmp_path / "e2", expect=2)
     assert "missing column(s) category_id" in res.stderr and not (tmp_path / "e2").exists()
+
+
+def _tree(seqs, tmp_path):
+    from rectool.tree.build import init_tree
+
+    out = tmp_path / "tree"
+    init_tree(item_input_path=str(seqs / "items"), tree_output_dir=out, item_id_field="item_id",
+              cate_id_field="category_id")
+    return out
+
+
+def _candidate_config(seqs, tmp_path, model, **over):
+    cfg = retrieval_config(seqs, tmp_path / "m")
+    cfg["features"] = [
+        {"name": "hist", "kind": "sequence", "input": "hist_item_ids", "max_len": 5, "hash_bucket_size": 5000,
+         "embedding_dim": 8, "embedding_name": "node", "combiner": "none"},
+        {"name": "item_id", "kind": "id", "hash_bucket_size": 5000, "embedding_dim": 8, "embedding_name": "node"},
+    ]
+    cfg["feature_groups"] = {}
+    cfg["model"] = {"type": model, "candidate": "item_id", "history": "hist", "attention_units": [8],
+                    "deep": {"hidden_units": [16], "batch_norm": False}, **over}
+    cfg["train"]["epochs"] = 1
+    return cfg
+
+
+def test_tdm_trains_on_tree_samples_and_exports_a_scorer(seqs, tmp_path, cli):
+    tree_dir = _tree(seqs, tmp_path)
+    from rectool.tree.structure import load_tree
+
+    levels = load_tree(tree_dir).num_levels
+    cfg = _candidate_config(seqs, tmp_path, "tdm", tree=str(tree_dir), layer_num_sample=[0] + [1] * (levels - 1),
+                            windows=[1, 2, 2])
+    summary = train(Config.model_validate(cfg))
+    assert summary["eval_auc"] > 0.7 and 0 <= summary["eval_leaf_hit@1"] <= 1
+    cli("export", "--model-dir", tmp_path / "m", "--export-dir", tmp_path / "ex")
+    from rectool.train.export import load_trained
+    from rectool.train.predict import load_program
+
+    program, spec, meta = load_program(tmp_path / "ex", "scorer")
+    assert set(meta["parts"]) == {"scorer", "item_embedding"}
+    _, _, model, _ = load_trained(tmp_path / "m", "latest")
+    x = {"hist_item_ids": torch.tensor([[3, 4, 0, 0, 0], [7, 8, 9, 0, 0]]), "hist_item_ids__len": torch.tensor([2, 3]),
+         "item_id": torch.tensor([11, 10**9])}  # an item and a non-leaf node id
+    with torch.no_grad():
+        state = model.user_state(x)
+        expected = model.score_pairs(state, torch.arange(2), x["item_id"])
+    assert torch.allclose(program(x), expected, atol=1e-5)
+
+
+def test_nann_adversarial_loss_equals_clean_loss_at_zero_eps(seqs, tmp_path):
+    from rectool.train.models import MODELS
+
+    files = [str(p) for p in (seqs / "train").glob("*.parquet")]
+    for eps, same in ((0.0, True), (0.5, False)):
+        cfg = Config.model_validate(_candidate_config(seqs, tmp_path, "nann", negatives=20, adv_eps=eps))
+        model = _model(cfg.model_dump(mode="json"), MODELS["nann"].gather_extras(cfg, files))
+        model.train()
+        batch = {"hist_item_ids": torch.tensor([[3, 4, 0, 0, 0], [7, 8, 9, 0, 0]]),
+                 "hist_item_ids__len": torch.tensor([2, 3]), "item_id": torch.tensor([5, 6])}
+        torch.manual_seed(0)
+        out = model(batch)
+        total = model.loss(out, batch)
+        clean = torch.nn.functional.cross_entropy(out["corrected"], torch.zeros(2, dtype=torch.long))
+        assert torch.isclose(total, clean).item() is same
+        assert out["corrected"].shape == (2, 21)

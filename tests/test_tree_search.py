@@ -6,8 +6,8 @@ import sys
 
 import numpy as np
 import pytest
-from helpers import ROOT
 
+from helpers import ROOT
 from rectool.errors import UserError
 from rectool.tree import LayerSampler, beam_search, brute_force, search
 from rectool.tree.kernels import init_codes

@@ -259,8 +259,39 @@ class MINDConfig(_RetrievalBase):
     dynamic_interests: bool = Field(default=True, description="K_u = max(1, min(K, log2(history length)))")
 
 
-ModelConfig = Annotated[WideAndDeepConfig | DeepFMConfig | DINConfig | DCNv2Config | TwoTowerConfig | MINDConfig,
-                        Field(discriminator="type")]
+class _CandidateBase(Strict):
+    candidate: str = Field(description="id feature whose column carries the candidate (item or tree node) id; "
+                                       "its embedding is the attention query")
+    history: str = Field(description="the user's item sequence feature (combiner none), sharing the candidate's "
+                                     "embedding table")
+    user_group: str | None = Field(default=None, description="more user features, concatenated before the MLP")
+    attention_units: list[int] = Field(default_factory=lambda: [36])
+    deep: MLPConfig = Field(default_factory=lambda: MLPConfig(hidden_units=[128, 64], batch_norm=False))
+
+
+class TDMConfig(_CandidateBase):
+    """TDM: a node scorer trained with layer-wise sampling over an item tree."""
+
+    type: Literal["tdm"]
+    tree: str = Field(description="tree directory from rectool tree init / tree cluster")
+    layer_num_sample: list[int] = Field(description="negatives per tree level, root first (0)")
+    windows: list[int] = Field(default_factory=lambda: [1, 1, 2, 4, 8, 16],
+                               description="multi-window attention (most recent first); [] for one window")
+    loss: Literal["binary", "softmax"] = Field(default="binary", description="softmax: per level over the "
+                                                                             "positive and its negatives")
+
+
+class NANNConfig(_CandidateBase):
+    """NANN's scorer: target attention + MLP, sampled softmax with log-Q, optional adversarial training."""
+
+    type: Literal["nann"]
+    negatives: int = Field(default=200, ge=1, description="frequency-unigram negatives per batch")
+    adv_eps: float = Field(default=0.0, ge=0, description="FGSM step on the candidate embedding (0: off)")
+    adv_weight: float = Field(default=1.0, ge=0, description="weight of KL(clean || perturbed)")
+
+
+ModelConfig = Annotated[WideAndDeepConfig | DeepFMConfig | DINConfig | DCNv2Config | TwoTowerConfig | MINDConfig
+                        | TDMConfig | NANNConfig, Field(discriminator="type")]
 
 
 # ----------------------------------------------------------------------------- optimisation

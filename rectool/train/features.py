@@ -235,11 +235,12 @@ class FeatureEngine(nn.Module):
 
     # -- per batch: every transform once ------------------------------------------------------
 
-    def prepare(self, x: dict[str, torch.Tensor], groups: tuple[str, ...] | None = None) -> Prepared:
+    def prepare(self, x: dict[str, torch.Tensor], groups: tuple[str, ...] | None = None,
+                features: tuple[str, ...] = ()) -> Prepared:
         """Run each feature's transform once: bucket ids, normalised values, truncated sequences
-        (of the features of ``groups`` only, when given)."""
+        (only of the features of ``groups`` and of ``features`` when ``groups`` is given)."""
         p = Prepared()
-        wanted = None if groups is None else {n for g in groups for n in self.groups[g]}
+        wanted = None if groups is None else {n for g in groups for n in self.groups[g]} | set(features)
         for name, f in self.features.items():
             if wanted is not None and name not in wanted:
                 continue
@@ -361,15 +362,18 @@ class FeatureEngine(nn.Module):
                 width += dim
         return width
 
-    def columns(self, groups: tuple[str, ...]) -> list[str]:
-        """The input columns the features of ``groups`` read (list columns: the values)."""
+    def columns(self, groups: tuple[str, ...] = (), features: tuple[str, ...] = ()) -> list[str]:
+        """The input columns read by the features of ``groups`` and by ``features``."""
         out: list[str] = []
-        for g in groups:
-            for n in self.groups[g]:
-                f = self.features[n]
-                cols = f.inputs if isinstance(f, CrossFeature) else [f.input or f.name]
-                out += [c for c in cols if c not in out]
+        for n in [n for g in groups for n in self.groups[g]] + list(features):
+            f = self.features[n]
+            cols = f.inputs if isinstance(f, CrossFeature) else [f.input or f.name]
+            out += [c for c in cols if c not in out]
         return out
+
+    def embed_ids(self, name: str, raw: torch.Tensor) -> torch.Tensor:
+        """Embeddings of raw values of an id feature's column (any shape), through its transform."""
+        return self._lookup(self.table_of[name], self.transforms[name](raw))
 
     def embedding_parameters(self) -> list[nn.Parameter]:
         return list(self.tables.values())

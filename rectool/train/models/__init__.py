@@ -1,6 +1,7 @@
 """Models, one small file each naming its paper; ``build_model`` picks by ``model.type``.
 
-Ranking: wide_and_deep, deepfm, din, dcn_v2. Retrieval: two_tower (DSSM / YouTube-DNN), mind.
+Ranking: wide_and_deep, deepfm, din, dcn_v2. Retrieval: two_tower (DSSM / YouTube-DNN), mind;
+pair scorers searched by tree or graph: tdm, nann.
 """
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ from __future__ import annotations
 from rectool.train.config import Config
 from rectool.train.inputs import InputSpec
 from rectool.train.models.base import Model
+from rectool.train.models.candidate import NANN, TDM
 from rectool.train.models.dcn_v2 import DCNv2
 from rectool.train.models.deepfm import DeepFM
 from rectool.train.models.din import DIN
@@ -22,6 +24,8 @@ MODELS: dict[str, type[Model]] = {
     "dcn_v2": DCNv2,
     "two_tower": TwoTower,
     "mind": MIND,
+    "tdm": TDM,
+    "nann": NANN,
 }
 
 

@@ -17,22 +17,42 @@ from rectool.train.models.base import MLP, RankingModel
 
 
 class TargetAttention(nn.Module):
-    """Attention pooling of keys [B, L, D] by a query [B, D] (activation unit of DIN)."""
+    """DIN's activation unit: weight_t = MLP([q, k_t, q − k_t, q ⊙ k_t]) for keys k_t, query q.
+
+    The first layer is applied to the four blocks separately, which is the same map:
+    W[q; k; q−k; q⊙k] = (W_q + W_d) q + (W_k − W_d) k + W_p (q ⊙ k), so the q-part is
+    computed once per query and the k-part once per user even when a user's keys meet
+    many queries (``rows`` maps each query to its user's keys).
+    """
 
     def __init__(self, dim: int, units: list[int], softmax: bool) -> None:
         super().__init__()
-        self.mlp = MLP(4 * dim, MLPConfig(hidden_units=units, batch_norm=False, activation="prelu"))
-        self.score = nn.Linear(self.mlp.out_features, 1)
+        self.dim = dim
+        self.first = nn.Linear(4 * dim, units[0])
+        self.act = nn.PReLU(units[0])
+        self.rest = MLP(units[0], MLPConfig(hidden_units=units[1:], batch_norm=False, activation="prelu")) \
+            if len(units) > 1 else nn.Identity()
+        self.score = nn.Linear(units[-1], 1)
         self.softmax = softmax
 
-    def forward(self, query: torch.Tensor, keys: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        b, length, d = keys.shape
-        q = query.unsqueeze(1).expand(-1, length, -1)
-        feats = torch.cat([q, keys, q - keys, q * keys], dim=-1).reshape(b * length, 4 * d)
-        w = self.score(self.mlp(feats)).reshape(b, length)
+    def weights(self, query: torch.Tensor, keys: torch.Tensor, mask: torch.Tensor,
+                rows: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """([P, L] weights, [P, L, D] keys of each query) for queries [P, D] and keys [B, L, D]."""
+        wq, wk, wd, wp = self.first.weight.split(self.dim, dim=1)
+        q_part = query @ (wq + wd).t() + self.first.bias                 # [P, H]
+        k_part = keys @ (wk - wd).t()                                     # [B, L, H]
+        if rows is not None:
+            keys, k_part = keys[rows], k_part[rows]
+        h = q_part.unsqueeze(1) + k_part + (query.unsqueeze(1) * keys) @ wp.t()
+        b, length, units = h.shape
+        h = self.rest(self.act(h.reshape(b * length, units)))
+        w = self.score(h).reshape(b, length)
         if self.softmax:
             w = torch.softmax(w.masked_fill(~mask, -1e9), dim=1)
-        w = w * mask.to(w.dtype)
+        return w * mask.to(w.dtype), keys
+
+    def forward(self, query: torch.Tensor, keys: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        w, keys = self.weights(query, keys, mask)
         return torch.bmm(w.unsqueeze(1), keys).squeeze(1)
 
 
