@@ -200,3 +200,39 @@ def test_train_errors_are_one_line(toy, tmp_path, cli):
     res = cli("export", "--model-dir", tmp_path / "nothing", "--export-dir", tmp_path / "e", expect=2)
     assert "has no config.yaml" in res.stderr
     assert load_config  # imported for the CLI module's sake
+
+
+def test_raw_feature_matching_many_columns(tmp_path):
+    import pyarrow.parquet as pq
+
+    rng = np.random.default_rng(0)
+    n = 3000
+    cols = {f"ui_{k}": rng.normal(k, 1.0 + k, n).astype(np.float32) for k in range(4)}
+    cols["u_x"] = rng.normal(0, 1, n).astype(np.float32)
+    cols["ui_name"] = ["a"] * n  # not numeric: left out
+    cols["label"] = (cols["ui_0"] + cols["ui_3"] / 4 + rng.normal(0, 0.5, n) > 0.5).astype(np.int8)
+    (tmp_path / "d").mkdir()
+    pq.write_table(pa.table(cols), tmp_path / "d" / "p.parquet")
+    cfg = Config.model_validate({
+        "data": {"train_input": str(tmp_path / "d"), "eval_input": str(tmp_path / "d"), "batch_size": 256,
+                 "num_workers": 0},
+        "features": [{"name": "ui", "kind": "raw", "match": "ui_*", "normalizer": "zscore"},
+                     {"name": "u", "kind": "raw", "match": "u_*", "normalizer": "log1p"}],
+        "feature_groups": {"deep": ["ui", "u"]},
+        "model": {"type": "dcn_v2", "deep": {"hidden_units": [16]}},
+        "train": {"model_dir": str(tmp_path / "m"), "epochs": 2}})
+    summary = train(cfg)
+    assert summary["eval_auc"] > 0.8
+    spec = json.loads((tmp_path / "m" / "input_spec.json").read_text())
+    assert [c["name"] for c in spec["columns"]] == ["ui_0", "ui_1", "ui_2", "ui_3", "u_x"]
+    from rectool.train.export import load_trained
+
+    _, _, model, _ = load_trained(tmp_path / "m", "latest")
+    stds = model.engine.normalizers["ui"].b.numpy()
+    assert np.allclose(stds, [1, 2, 3, 4], rtol=0.1), "z-score stats per matched column"
+    bad = cfg.model_copy(update={"features": [cfg.features[0].model_copy(update={"match": "zz_*"})]})
+    from rectool.errors import UserError
+    from rectool.train.schema import build_input_spec
+
+    with pytest.raises(UserError, match="match 'zz_\\*' selects no numeric column"):
+        build_input_spec(bad, pq.read_schema(tmp_path / "d" / "p.parquet"), "d")

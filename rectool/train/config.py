@@ -99,6 +99,8 @@ class RawFeature(_EmbeddingOptions):
     kind: Literal["raw"]
     name: str
     input: str | None = None
+    match: str | None = Field(default=None, description="glob over column names: one dense value per matching "
+                                                         "numeric column (e.g. 'ui_*')")
     normalizer: Literal["none", "log1p", "zscore", "minmax"] = "none"
     stats: dict[str, float] | None = Field(
         default=None, description="zscore: {mean, std}; minmax: {min, max}; computed from training data if absent")
@@ -107,6 +109,8 @@ class RawFeature(_EmbeddingOptions):
 
     @model_validator(mode="after")
     def _check(self) -> RawFeature:
+        if self.match is not None and (self.input is not None or self.boundaries is not None or self.stats):
+            raise ValueError("match selects many columns: it cannot be combined with input, boundaries or stats")
         if self.boundaries is not None:
             if sorted(self.boundaries) != list(self.boundaries):
                 raise ValueError("boundaries must be sorted ascending")

@@ -31,6 +31,7 @@ from torch import nn
 from rectool.hashing import hash_strings, mix64_torch
 from rectool.train.config import Config, CrossFeature, IdFeature, RawFeature, SequenceFeature
 from rectool.train.inputs import LEN_SUFFIX, InputSpec
+from rectool.train.schema import raw_columns
 
 _CROSS_PRIME = 1_000_003
 
@@ -80,11 +81,11 @@ class VocabLookup(nn.Module):
 class Normalize(nn.Module):
     """log1p (sign-preserving), z-score or min-max scaling of a float column."""
 
-    def __init__(self, kind: str, a: float = 0.0, b: float = 1.0) -> None:
+    def __init__(self, kind: str, a: float | list[float] = 0.0, b: float | list[float] = 1.0) -> None:
         super().__init__()
-        self.kind = kind
-        self.register_buffer("a", torch.tensor(float(a)))
-        self.register_buffer("b", torch.tensor(float(b)))
+        self.kind = kind  # a, b: mean/std or min/max; per column (vectors) for multi-column features
+        self.register_buffer("a", torch.tensor(a, dtype=torch.float32))
+        self.register_buffer("b", torch.tensor(b, dtype=torch.float32))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.kind == "log1p":
@@ -190,6 +191,7 @@ class FeatureEngine(nn.Module):
         self.transforms = nn.ModuleDict()
         self.normalizers = nn.ModuleDict()
         self.truncates = nn.ModuleDict()
+        self.raw_columns: dict[str, list[str]] = {}
         stats = stats or {}
         for f in cfg.features:
             if isinstance(f, (IdFeature, SequenceFeature)):
@@ -199,10 +201,14 @@ class FeatureEngine(nn.Module):
             elif isinstance(f, CrossFeature):
                 self.transforms[f.name] = Cross(f.hash_bucket_size)
             elif isinstance(f, RawFeature):
+                self.raw_columns[f.name] = raw_columns(f, [c.name for c in spec.columns if c.kind == "float"])
                 a, b = (f.stats or {}).get("mean", (f.stats or {}).get("min", 0.0)), \
                     (f.stats or {}).get("std", (f.stats or {}).get("max", 1.0))
                 if f.stats is None and f.name in stats:
                     a, b = stats[f.name]
+                elif f.match is not None:
+                    n = len(self.raw_columns[f.name])
+                    a, b = [float(a)] * n, [float(b)] * n
                 self.normalizers[f.name] = Normalize(f.normalizer, a, b)
                 if f.boundaries is not None:
                     self.transforms[f.name] = Bucketize(f.boundaries)
@@ -252,11 +258,12 @@ class FeatureEngine(nn.Module):
             elif isinstance(f, CrossFeature):
                 p.ids[name] = self.transforms[name](*[x[c] for c in f.inputs])
             elif isinstance(f, RawFeature):
-                col = f.input or f.name
                 if name in self.transforms:
-                    p.ids[name] = self.transforms[name](x[col])
+                    p.ids[name] = self.transforms[name](x[f.input or f.name])
+                elif f.match is not None:  # [B, k]: one value per matched column
+                    p.dense[name] = self.normalizers[name](torch.stack([x[c] for c in self.raw_columns[name]], 1))
                 else:
-                    p.dense[name] = self.normalizers[name](x[col])
+                    p.dense[name] = self.normalizers[name](x[f.input or f.name])
             else:
                 p.ids[name] = self.transforms[name](x[f.input or f.name])
         return p
@@ -342,11 +349,13 @@ class FeatureEngine(nn.Module):
 
     def dense(self, group: str, p: Prepared) -> torch.Tensor | None:
         """[B, n_dense] normalised raw values of a group, or None when it has none."""
-        names = [n for n in self.groups[group] if n in p.dense]
-        return torch.stack([p.dense[n] for n in names], dim=1) if names else None
+        values = [p.dense[n] for n in self.groups[group] if n in p.dense]
+        if not values:
+            return None
+        return torch.cat([v.unsqueeze(1) if v.dim() == 1 else v for v in values], dim=1)
 
     def dense_width(self, group: str) -> int:
-        return sum(1 for n in self.groups[group] if isinstance(self.features[n], RawFeature)
+        return sum(len(self.raw_columns[n]) for n in self.groups[group] if isinstance(self.features[n], RawFeature)
                    and n not in self.table_of)
 
     def flat_width(self, group: str) -> int:
@@ -367,7 +376,7 @@ class FeatureEngine(nn.Module):
         out: list[str] = []
         for n in [n for g in groups for n in self.groups[g]] + list(features):
             f = self.features[n]
-            cols = f.inputs if isinstance(f, CrossFeature) else [f.input or f.name]
+            cols = f.inputs if isinstance(f, CrossFeature) else self.raw_columns.get(n, [f.input or f.name])
             out += [c for c in cols if c not in out]
         return out
 

@@ -7,6 +7,8 @@ naming the feature, the column and what was found.
 
 from __future__ import annotations
 
+import fnmatch
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -38,6 +40,14 @@ def build_input_spec(cfg: Config, schema: pa.Schema, source: str) -> InputSpec:
             cols[col.name] = col
 
     for f in cfg.features:
+        if isinstance(f, RawFeature) and f.match is not None:
+            matched = raw_columns(f, schema.names)
+            numeric = [c for c in matched if kind_of(schema.field(c).type) in ("int", "float")]
+            if not numeric:
+                raise UserError(f"features.{f.name}: match '{f.match}' selects no numeric column of {source}")
+            for c in numeric:
+                add(ColumnSpec(c, "float", default=f.default_value))
+            continue
         if isinstance(f, CrossFeature):
             for c in f.inputs:
                 kind = _column_kind(schema, c, f.name, source)
@@ -76,14 +86,25 @@ def build_input_spec(cfg: Config, schema: pa.Schema, source: str) -> InputSpec:
                      label_kind="multiclass" if getattr(cfg.model, "num_class", 1) > 1 else "binary", weight=weight)
 
 
-def normalizer_stats(cfg: Config, files: list[str]) -> dict[str, tuple[float, float]]:
+def raw_columns(f: RawFeature, names: list[str]) -> list[str]:
+    """The columns a raw feature reads: its ``input`` (or name), or every numeric name matching ``match``."""
+    if f.match is None:
+        return [f.input or f.name]
+    return [n for n in names if fnmatch.fnmatchcase(n, f.match)]
+
+
+def normalizer_stats(cfg: Config, files: list[str]) -> dict[str, tuple[list[float], list[float]]]:
     """(mean, std) or (min, max) of raw features whose normaliser has no ``stats`` in the config,
     from the first ``STATS_ROWS`` training rows (deterministic, identical on every rank)."""
     wanted = {f.name: f for f in cfg.features
               if isinstance(f, RawFeature) and f.normalizer in ("zscore", "minmax") and f.stats is None}
     if not wanted:
         return {}
-    columns = sorted({f.input or f.name for f in wanted.values()})
+    schema_names = pq.read_schema(files[0]).names
+    numeric = {n for n in schema_names if kind_of(pq.read_schema(files[0]).field(n).type) in ("int", "float")}
+    cols_of = {name: [c for c in raw_columns(f, schema_names) if f.match is None or c in numeric]
+               for name, f in wanted.items()}
+    columns = sorted({c for cols in cols_of.values() for c in cols})
     parts, rows = [], 0
     for path in files:
         pf = pq.ParquetFile(path)
@@ -98,7 +119,10 @@ def normalizer_stats(cfg: Config, files: list[str]) -> dict[str, tuple[float, fl
     table = pa.concat_tables(parts)
     out = {}
     for name, f in wanted.items():
-        values = pc.cast(table.column(f.input or f.name), pa.float64()).fill_null(f.default_value)
-        x = np.asarray(values.to_numpy(), dtype=np.float64)
-        out[name] = (float(x.mean()), float(x.std())) if f.normalizer == "zscore" else (float(x.min()), float(x.max()))
+        a, b = [], []
+        for c in cols_of[name]:
+            x = np.asarray(pc.cast(table.column(c), pa.float64()).fill_null(f.default_value).to_numpy(), np.float64)
+            a.append(float(x.mean() if f.normalizer == "zscore" else x.min()))
+            b.append(float(x.std() if f.normalizer == "zscore" else x.max()))
+        out[name] = (a, b)
     return out
