@@ -14,7 +14,7 @@ from typing import Annotated
 import typer
 
 from rectool import __version__
-from rectool.cli import ingest
+from rectool.cli import ingest, ranking
 from rectool.errors import EXIT_INTERRUPTED, EXIT_USER_ERROR, UserError, debug_enabled
 
 app = typer.Typer(
@@ -68,6 +68,7 @@ def command(group: typer.Typer, name: str):
 
 command(app, "synth")(ingest.synth)
 command(app, "convert")(ingest.convert)
+command(app, "features")(ranking.features)
 
 
 def main() -> None:
