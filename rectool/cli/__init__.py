@@ -69,6 +69,7 @@ def command(group: typer.Typer, name: str):
 command(app, "synth")(ingest.synth)
 command(app, "convert")(ingest.convert)
 command(app, "features")(ranking.features)
+command(app, "dataset")(ranking.dataset)
 
 
 def main() -> None:

@@ -8,7 +8,8 @@ from typing import Annotated
 import typer
 
 from rectool import console
-from rectool.cli.options import OutputOpt, OverwriteOpt, QuietOpt
+from rectool.cli.options import OutputOpt, OverwriteOpt, QuietOpt, SeedOpt
+from rectool.errors import UserError
 
 EventsOpt = Annotated[Path, typer.Option("--events", help="Events dataset written by `rectool convert`.")]
 ItemsOpt = Annotated[Path | None, typer.Option("--items", help="Item subset P (items dataset from `rectool convert "
@@ -49,4 +50,53 @@ def features(
                             items=items, windows=parse_windows(windows), pair_days=pair_days, last_n=last_n,
                             threads=threads, memory_limit=memory_limit, temp_dir=temp_dir, overwrite=overwrite)
     console.summary("features", result)
+    console.emit_path(output)
+
+
+def dataset(
+    events: EventsOpt,
+    features: Annotated[Path, typer.Option("--features", help="Feature tables written by `rectool features`.")],
+    output: OutputOpt,
+    task: Annotated[str, typer.Option("--task", help="ranking: (user, item) candidates with purchase labels.")]
+    = "ranking",
+    items: ItemsOpt = None,
+    label_days: Annotated[str | None, typer.Option("--label-days", help="Labelled days YYYY-MM-DD, comma-separated "
+                                                                        "[the last two days of the log].")] = None,
+    predict_day: Annotated[str | None, typer.Option("--predict-day", help="Unlabelled target day, or 'none' [the day "
+                                                                          "after the log].")] = None,
+    candidate_days: Annotated[int, typer.Option("--candidate-days", help="Candidates: pairs with an action in the "
+                                                                         "K days before the day.")] = 3,
+    neg_ratio: Annotated[float, typer.Option("--neg-ratio", help="Keep about R negatives per positive in train "
+                                                                 "(0 keeps all).")] = 0.0,
+    split: Annotated[str, typer.Option("--split", help="last-day: last label day is eval; user-hash: a hashed "
+                                                       "share of users is eval.")] = "last-day",
+    eval_fraction: Annotated[float, typer.Option("--eval-fraction", help="Share of users in eval (user-hash).")]
+    = 0.2,
+    seed: SeedOpt = 2014,
+    sequences: Annotated[bool, typer.Option("--sequences/--no-sequences", help="Include the per-user last items "
+                                                                               "and categories lists.")] = True,
+    threads: ThreadsOpt = None,
+    memory_limit: MemoryOpt = "3GB",
+    temp_dir: TempDirOpt = None,
+    overwrite: OverwriteOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Training, evaluation and prediction samples: candidates, labels and features joined."""
+    from rectool.ranking.common import parse_day, parse_days
+    from rectool.ranking.dataset import build_dataset
+
+    console.set_quiet(quiet)
+    if task != "ranking":
+        raise UserError(f"--task {task}: only 'ranking' is available")
+    if split not in ("last-day", "user-hash"):
+        raise UserError(f"--split {split}: choose last-day or user-hash")
+    target = "default" if predict_day is None else (None if predict_day.strip().lower() == "none"
+                                                    else parse_day(predict_day, "--predict-day"))
+    result = build_dataset(events, features, output,
+                           label_days=parse_days(label_days, "--label-days") if label_days else None,
+                           predict_day=target, items=items, candidate_days=candidate_days, neg_ratio=neg_ratio,
+                           split=split, eval_fraction=eval_fraction, seed=seed,  # type: ignore[arg-type]
+                           sequences=sequences, threads=threads, memory_limit=memory_limit, temp_dir=temp_dir,
+                           overwrite=overwrite)
+    console.summary(f"dataset ({task})", result)
     console.emit_path(output)
