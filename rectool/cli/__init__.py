@@ -70,6 +70,7 @@ command(app, "synth")(ingest.synth)
 command(app, "convert")(ingest.convert)
 command(app, "features")(ranking.features)
 command(app, "dataset")(ranking.dataset)
+command(app, "baseline")(ranking.baseline)
 
 
 def main() -> None:

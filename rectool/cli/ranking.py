@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -100,3 +101,26 @@ def dataset(
                            overwrite=overwrite)
     console.summary(f"dataset ({task})", result)
     console.emit_path(output)
+
+
+def baseline(
+    samples: Annotated[Path, typer.Option("--samples", help="A split of `rectool dataset` (e.g. OUT/predict), or "
+                                                            "the dataset folder with --split.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Predictions directory, or - for Arrow IPC on "
+                                                                "stdout.")],
+    rule: Annotated[str, typer.Option("--rule", help="cart-last-day (carted on the last day, not bought) or "
+                                                     "weighted-recency (behaviour-weighted recent counts).")]
+    = "cart-last-day",
+    split: Annotated[str | None, typer.Option("--split", help="train, eval or predict, when --samples is the "
+                                                              "dataset folder [predict].")] = None,
+    overwrite: OverwriteOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Score candidates with a named rule, in the prediction schema every model writes."""
+    from rectool.ranking.baseline import run_baseline
+
+    console.set_quiet(quiet)
+    result = run_baseline(samples, output, rule, split=split, overwrite=overwrite)
+    console.summary("baseline", result)
+    if os.fspath(output) != "-":
+        console.emit_path(output)
