@@ -71,6 +71,7 @@ command(app, "convert")(ingest.convert)
 command(app, "features")(ranking.features)
 command(app, "dataset")(ranking.dataset)
 command(app, "baseline")(ranking.baseline)
+command(app, "eval-f1")(ranking.eval_f1)
 
 
 def main() -> None:

@@ -124,3 +124,32 @@ def baseline(
     console.summary("baseline", result)
     if os.fspath(output) != "-":
         console.emit_path(output)
+
+
+def eval_f1(
+    pred_path: Annotated[str, typer.Option("--pred-path", help="Predictions: directory, file, glob or - (stdin).")],
+    label_path: Annotated[str, typer.Option("--label-path", help="True pairs: a dataset split (eval/), its labels/, "
+                                                                 "a parquet table or a CSV user_id,item_id.")],
+    topk_list: Annotated[str, typer.Option("--topk-list", help="Global top-K values, comma-separated, 'all' for no "
+                                                               "cut, or auto (multiples of the true pairs).")]
+    = "auto",
+    threshold_list: Annotated[str, typer.Option("--threshold-list", help="Score thresholds (keep score >= t), "
+                                                                         "'none' for no threshold.")] = "none",
+    max_per_user: Annotated[str | None, typer.Option("--max-per-user", help="Per-user caps to scan as well, "
+                                                                            "e.g. 1,2,5.")] = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Directory for scan.csv, scan.parquet and "
+                                                                       "the plot.")] = None,
+    overwrite: OverwriteOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """The competition's F1 over a top-K x threshold (x per-user cap) scan."""
+    from rectool.ranking.f1 import eval_f1 as run_eval
+    from rectool.ranking.f1 import parse_caps, parse_floats, parse_topks
+
+    console.set_quiet(quiet)
+    result = run_eval(pred_path, label_path, topks=parse_topks(topk_list),
+                      thresholds=parse_floats(threshold_list, "--threshold-list"), caps=parse_caps(max_per_user),
+                      output=output, overwrite=overwrite)
+    console.summary("eval-f1", result)
+    if output is not None:
+        console.emit_path(output)
