@@ -72,6 +72,7 @@ command(app, "features")(ranking.features)
 command(app, "dataset")(ranking.dataset)
 command(app, "baseline")(ranking.baseline)
 command(app, "eval-f1")(ranking.eval_f1)
+command(app, "submit")(ranking.submit)
 
 
 def main() -> None:

@@ -153,3 +153,27 @@ def eval_f1(
     console.summary("eval-f1", result)
     if output is not None:
         console.emit_path(output)
+
+
+def submit(
+    pred_path: Annotated[str, typer.Option("--pred-path", help="Predictions of one day: directory, file, glob or -.")],
+    item_subset_path: Annotated[Path, typer.Option("--item-subset-path", help="Item subset P: items dataset or the "
+                                                                              "raw item file.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Submission file to write (atomically).")],
+    threshold: Annotated[float | None, typer.Option("--threshold", help="Keep pairs with score >= this.")] = None,
+    topk: Annotated[int | None, typer.Option("--topk", help="Keep the K best pairs overall.")] = None,
+    max_entries_per_user: Annotated[int | None, typer.Option("--max-entries-per-user", help="Keep each user's N "
+                                                                                           "best pairs.")] = None,
+    format: Annotated[str, typer.Option("--format", help="tsv (no header) or csv (header user_id,item_id).")]
+    = "tsv",
+    overwrite: OverwriteOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Write the submission file: pairs in P, deduplicated, best first."""
+    from rectool.ranking.submit import submit as run_submit
+
+    console.set_quiet(quiet)
+    result = run_submit(pred_path, item_subset_path, output, threshold=threshold, topk=topk,
+                        max_entries_per_user=max_entries_per_user, fmt=format, overwrite=overwrite)  # type: ignore
+    console.summary("submit", result)
+    console.emit_path(output)
