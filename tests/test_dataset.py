@@ -149,3 +149,28 @@ def test_features_with_items_need_items(tiny_ranking, tmp_path, cli):
     res = cli("dataset", "--task", "next-item", "--events", tiny_ranking["events"], "--features",
               tiny_ranking["features"], "-o", tmp_path / "x", expect=2)
     assert "--task next-item" in res.stderr
+
+
+def test_matches_the_pandas_reference(tiny_ranking, tmp_path):
+    """Every column the benchmark's pandas implementation computes agrees with rectool's."""
+    import importlib.util
+
+    import pandas as pd
+    from helpers import ROOT
+
+    spec = importlib.util.spec_from_file_location("ref_features", ROOT / "bench" / "ref_features.py")
+    ref = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ref)
+    ev = open_dataset(tiny_ranking["events"]).to_table(
+        columns=["user_id", "item_id", "category_id", "behavior", "time"]).to_pandas()
+    ev["day"] = ev["time"].dt.floor("D")
+    p_items = open_dataset(tiny_ranking["items"]).to_table(columns=["item_id"])["item_id"].to_numpy()
+    theirs = ref.samples(ev, p_items, pd.Timestamp(D18), True)
+    ours = open_dataset(tiny_ranking["samples"] / "eval").to_table().to_pandas()
+    assert len(theirs) == len(ours) > 50
+    both = theirs.merge(ours, on=["user_id", "item_id"], suffixes=("_ref", ""))
+    assert len(both) == len(ours)
+    common = [c for c in theirs.columns if c in ours.columns and c not in ("user_id", "item_id", "label_day")]
+    assert len(common) > 100
+    for c in common:
+        assert np.allclose(both[f"{c}_ref"].to_numpy(np.float64), both[c].to_numpy(np.float64)), c

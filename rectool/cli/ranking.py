@@ -37,7 +37,7 @@ def features(
     last_n: Annotated[int, typer.Option("--last-n", help="Length of the per-user last items/categories lists.")]
     = 50,
     threads: ThreadsOpt = None,
-    memory_limit: MemoryOpt = "3GB",
+    memory_limit: MemoryOpt = "2GB",
     temp_dir: TempDirOpt = None,
     overwrite: OverwriteOpt = False,
     quiet: QuietOpt = False,
@@ -77,7 +77,7 @@ def dataset(
     sequences: Annotated[bool, typer.Option("--sequences/--no-sequences", help="Include the per-user last items "
                                                                                "and categories lists.")] = True,
     threads: ThreadsOpt = None,
-    memory_limit: MemoryOpt = "3GB",
+    memory_limit: MemoryOpt = "2GB",
     temp_dir: TempDirOpt = None,
     overwrite: OverwriteOpt = False,
     quiet: QuietOpt = False,

@@ -150,7 +150,7 @@ def check_memory_limit(text: str) -> str:
 
 
 @contextlib.contextmanager
-def duck_session(threads: int | None = None, memory_limit: str = "3GB",
+def duck_session(threads: int | None = None, memory_limit: str = "2GB",
                  temp_dir: str | os.PathLike[str] | None = None) -> Iterator[Any]:
     """An in-memory DuckDB limited to ``threads`` and ``memory_limit`` that spills to a private
     folder under ``temp_dir`` (removed on exit, also on errors)."""

@@ -148,7 +148,7 @@ def build_dataset(events: str | os.PathLike[str], features: str | os.PathLike[st
                   label_days: Sequence[dt.date] | None = None, predict_day: dt.date | None | Literal["default"]
                   = "default", items: str | os.PathLike[str] | None = None, candidate_days: int = 3,
                   neg_ratio: float = 0.0, split: Split = "last-day", eval_fraction: float = 0.2, seed: int = 2014,
-                  sequences: bool = True, threads: int | None = None, memory_limit: str = "3GB",
+                  sequences: bool = True, threads: int | None = None, memory_limit: str = "2GB",
                   temp_dir: str | os.PathLike[str] | None = None, overwrite: bool = False) -> dict:
     """Write train/eval/predict samples and the label pairs; returns the summary figures."""
     if split not in ("last-day", "user-hash"):

@@ -158,7 +158,9 @@ class CutoffSql:
         return getattr(self, f"_{group}")()
 
     def _user(self) -> str:
-        key = "epoch_ms(t_any)::HUGEINT * 18446744073709551616 + item_id"  # by last action, ties by item id
+        # order by last action (minute precision), ties by the low 36 bits of item_id: one BIGINT key,
+        # several times faster in max_by than a struct or HUGEINT key
+        key = "(epoch(t_any)::BIGINT // 60) * 68719476736 + (item_id & 68719476735)"
         return f"""SELECT user_id, {self._finish()}, {self._zero('items')}, {self._zero('categories')},
               {self._zero('geohashes')}, coalesce(cnb, 0)::INTEGER AS carts_not_bought_1d,
               coalesce(last_items, []) AS last_items, coalesce(last_categories, []) AS last_categories

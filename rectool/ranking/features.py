@@ -118,7 +118,7 @@ def default_cutoffs(events: Events) -> list[dt.date]:
 def build_features(events: str | os.PathLike[str], output: str | os.PathLike[str],
                    cutoffs: Sequence[dt.date] | None = None, items: str | os.PathLike[str] | None = None,
                    windows: Sequence[int | None] = DEFAULT_WINDOWS, pair_days: int | None = None, last_n: int = 50,
-                   threads: int | None = None, memory_limit: str = "3GB",
+                   threads: int | None = None, memory_limit: str = "2GB",
                    temp_dir: str | os.PathLike[str] | None = None, overwrite: bool = False) -> dict:
     """Write the feature tables of every cut-off; returns the summary figures."""
     ev = open_events(events)
