@@ -149,13 +149,14 @@ def build_features(events: str | os.PathLike[str], output: str | os.PathLike[str
 
             con.register("p_items_arrow", pa.table({"item_id": p_items}))
             con.execute("CREATE TEMP TABLE p_items AS SELECT DISTINCT item_id FROM p_items_arrow").fetchall()
-        for stmt in rollup_sql(ev, cuts[-1], p_items is not None):
+        for stmt in rollup_sql(ev, cuts, windows, p_items is not None):
             con.execute(stmt).fetchall()
         bar.advance(1)
-        for c in cuts:
-            q = CutoffSql(c, windows, pair_days, last_n, p_items is not None)
+        for k, c in enumerate(cuts):
+            q = CutoffSql(k, c, windows, pair_days, last_n, p_items is not None)
             bar.update(info=str(c))
-            con.execute(q.prepare()).fetchall()
+            for stmt in q.prepare():
+                con.execute(stmt).fetchall()
             bar.advance(1)
             for group in GROUPS:
                 folder = tmp / group / f"cutoff={c.isoformat()}"
