@@ -62,22 +62,22 @@ class Ranked:
     n_pairs: int           # after deduplication
 
 
-def rank_predictions(pred: pa.Table, labels: pa.Table, keys: Sequence[str]) -> Ranked:
-    """One DuckDB pass: dedup (max score), flag hits, rank within user, order globally."""
+def rank_predictions(pred: pa.Table, labels: pa.Table, keys: Sequence[str], per_user: bool = True) -> Ranked:
+    """DuckDB: dedup (max score), flag hits, order globally; rank within user only when asked."""
     import duckdb
 
     con = duckdb.connect()
     con.register("pred", pred)
     con.register("truth", labels)
     k = ", ".join(keys)
-    per_user = ", ".join(f"p.{c}" for c in keys if c != "item_id")
-    order = ", ".join(["p.score DESC", *[f"p.{c}" for c in keys]])
-    res = con.sql(f"""
-        WITH p AS (SELECT {k}, max(score) AS score FROM pred GROUP BY {k}),
-             l AS (SELECT DISTINCT {k} FROM truth)
-        SELECT p.score, l.user_id IS NOT NULL AS hit,
-               row_number() OVER (PARTITION BY {per_user} ORDER BY p.score DESC, p.item_id) AS user_rank
-        FROM p LEFT JOIN l USING ({k}) ORDER BY {order}""").fetchnumpy()
+    con.execute(f"""CREATE TEMP TABLE p AS
+        SELECT q.*, l.user_id IS NOT NULL AS hit
+        FROM (SELECT {k}, max(score) AS score FROM pred GROUP BY {k}) AS q
+        LEFT JOIN (SELECT DISTINCT {k} FROM truth) AS l USING ({k})""").fetchall()
+    partition = ", ".join(c for c in keys if c != "item_id")
+    user_rank = (f"row_number() OVER (PARTITION BY {partition} ORDER BY score DESC, item_id)" if per_user
+                 else "1::BIGINT")
+    res = con.sql(f"SELECT score, hit, {user_rank} AS user_rank FROM p ORDER BY score DESC, {k}").fetchnumpy()
     n_labels = con.sql(f"SELECT count(*) FROM (SELECT DISTINCT {k} FROM truth)").fetchall()[0][0]
     con.close()
     return Ranked(np.asarray(res["score"], np.float64), np.asarray(res["hit"], bool),
@@ -188,7 +188,8 @@ def eval_f1(pred_path: str | os.PathLike[str], label_path: str | os.PathLike[str
         console.warn(f"{labels.source}: no true pairs for the predicted day(s); F1 is 0")
     if "label_day" in keys and "label_day" not in labels.table.column_names:
         raise UserError("internal: label_day key without a label_day column")
-    ranked = rank_predictions(pred.select(list(dict.fromkeys([*keys, "score"]))), labels.table, keys)
+    ranked = rank_predictions(pred.select(list(dict.fromkeys([*keys, "score"]))), labels.table, keys,
+                              per_user=any(c is not None for c in caps))
     ks = list(topks) if topks else auto_topks(ranked.n_labels)
     all_caps = [None, *[c for c in caps if c is not None]]
     table = scan(ranked, ks, list(thresholds) or [None], all_caps)
