@@ -174,3 +174,24 @@ def test_matches_the_pandas_reference(tiny_ranking, tmp_path):
     assert len(common) > 100
     for c in common:
         assert np.allclose(both[f"{c}_ref"].to_numpy(np.float64), both[c].to_numpy(np.float64)), c
+
+
+def test_chunked_join_gives_the_same_rows(tiny_ranking, tmp_path, monkeypatch):
+    """Many candidates are joined in user-hash chunks; the rows do not depend on it."""
+    import rectool.ranking.dataset as dataset_mod
+
+    monkeypatch.setattr(dataset_mod, "CHUNK_ROWS", 40)
+    build_dataset(tiny_ranking["events"], tiny_ranking["features"], tmp_path / "chunked", items=tiny_ranking["items"],
+                  threads=2)
+    key = [("user_id", "ascending"), ("item_id", "ascending"), ("label_day", "ascending")]
+    for split in ("train", "eval", "predict"):
+        a = open_dataset(tiny_ranking["samples"] / split).to_table().sort_by(key)
+        b = open_dataset(tmp_path / "chunked" / split).to_table().sort_by(key)
+        assert a.num_rows > 80 and a.equals(b), split
+
+
+def test_out_of_memory_is_one_line(tiny_ranking, tmp_path, cli):
+    res = cli("features", "--events", tiny_ranking["events"], "-o", tmp_path / "f", "--memory-limit", "1MB",
+              "--threads", "1", expect=2)
+    assert "DuckDB ran out of memory within --memory-limit 1MB" in res.stderr
+    assert "raise --memory-limit" in res.stderr and len(res.stderr.strip().splitlines()) == 1

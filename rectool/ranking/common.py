@@ -171,6 +171,9 @@ def duck_session(threads: int | None = None, memory_limit: str = "2GB",
                                  **({"threads": threads} if threads else {})})
     try:
         yield con
+    except duckdb.OutOfMemoryException as exc:
+        raise UserError(f"DuckDB ran out of memory within --memory-limit {limit} ({str(exc).splitlines()[0]}); "
+                        "raise --memory-limit or lower --threads") from exc
     finally:
         con.close()
         shutil.rmtree(spill, ignore_errors=True)

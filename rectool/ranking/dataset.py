@@ -45,7 +45,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -60,10 +60,12 @@ from rectool.ranking.samples import SampleWriter, Split, keep_negative
 
 SEQUENCE_COLUMNS = ("last_items", "last_categories")
 BATCH_ROWS = 65_536
+CHUNK_ROWS = 400_000
 
 
 def _feature_sources(features: Path, meta: dict, day: dt.date, sequences: bool) -> tuple[list[str], list[str]]:
-    """(LEFT JOIN clauses, SELECT expressions) of the feature tables of cut-off ``day``."""
+    """(LEFT JOIN clauses, SELECT expressions) of the feature tables of cut-off ``day``; each table is
+    first cut down to the keys of the candidates, so the hash tables stay small."""
     joins, cols = [], []
     on = {"user": "u.user_id = c.user_id", "item": "i.item_id = c.item_id", "category": "g.category_id = c.category_id",
           "user_item": "ui.user_id = c.user_id AND ui.item_id = c.item_id",
@@ -75,7 +77,9 @@ def _feature_sources(features: Path, meta: dict, day: dt.date, sequences: bool) 
         if not files:
             raise UserError(f"--features {features}: no {group} table for cut-off {day}; rebuild the features "
                             f"with --cutoffs including {day}")
-        joins.append(f"LEFT JOIN read_parquet({sql_list(files)}) AS {alias[group]} ON {on[group]}")
+        key = keys[0]
+        joins.append(f"LEFT JOIN (SELECT * FROM read_parquet({sql_list(files)}) WHERE {key} IN "
+                     f"(SELECT {key} FROM cand)) AS {alias[group]} ON {on[group]}")
         for name, type_ in meta["groups"][group].items():
             if name in keys or name == "category_id":
                 continue
@@ -108,13 +112,32 @@ class _DaySql:
         return (f"WITH cand AS ({self.cand}), lab AS ({self.labels}) SELECT count(*), "
                 "count(lab.user_id) FROM cand LEFT JOIN lab USING (user_id, item_id)")
 
-    def rows(self, features: Path, meta: dict, labelled: bool, sequences: bool) -> str:
+    def rows(self, features: Path, meta: dict, labelled: bool, sequences: bool, chunk: int = 0,
+             chunks: int = 1) -> str:
+        """The joined rows of the users in hash bucket ``chunk`` of ``chunks``."""
         joins, cols = _feature_sources(features, meta, self.day, sequences)
         label = ", (lab.user_id IS NOT NULL)::TINYINT AS label" if labelled else ""
         lab_join = "LEFT JOIN lab ON lab.user_id = c.user_id AND lab.item_id = c.item_id" if labelled else ""
-        return f"""WITH cand AS ({self.cand}), lab AS ({self.labels})
+        cand = self.cand if chunks == 1 else f"SELECT * FROM ({self.cand}) WHERE hash(user_id) % {chunks} = {chunk}"
+        return f"""WITH cand AS ({cand}), lab AS ({self.labels})
             SELECT c.user_id, c.item_id, c.category_id, DATE '{self.day}' AS label_day{label}, {', '.join(cols)}
             FROM cand AS c {lab_join} {' '.join(joins)}"""
+
+
+def _stream(con: object, q: _DaySql, features: Path, meta: dict, labelled: bool, sequences: bool,
+            n_cand: int) -> pa.RecordBatchReader:
+    """The joined rows of a day as one reader, computed in user-hash chunks of about ``CHUNK_ROWS``
+    candidates (the joins of a chunk fit the memory limit however many candidates there are)."""
+    chunks = max(1, -(-n_cand // CHUNK_ROWS))
+    first = con.sql(q.rows(features, meta, labelled, sequences, 0, chunks)).to_arrow_reader(BATCH_ROWS)  # type: ignore
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        yield from first
+        for b in range(1, chunks):
+            yield from con.sql(q.rows(features, meta, labelled, sequences, b, chunks)).to_arrow_reader(  # type: ignore
+                BATCH_ROWS)
+
+    return pa.RecordBatchReader.from_batches(first.schema, batches())
 
 
 def _check_inputs(ev_first: dt.date, ev_last: dt.date, features: Path, meta: dict, label_days: Sequence[dt.date],
@@ -183,15 +206,15 @@ def build_dataset(events: str | os.PathLike[str], features: str | os.PathLike[st
                 n_cand, n_pos = con.sql(q.counts()).fetchall()[0]
                 rate = 1.0 if neg_ratio == 0 or n_cand == n_pos else min(1.0, neg_ratio * n_pos / (n_cand - n_pos))
                 pairs = con.sql(q.labels).to_arrow_table()
-                rows = con.sql(q.rows(feat, meta, True, sequences)).to_arrow_reader(BATCH_ROWS)
-                writer.write_day(day, rows, pairs, rate,
+                writer.write_day(day, _stream(con, q, feat, meta, True, sequences, n_cand), pairs, rate,
                                  lambda t, d=day, r=rate: keep_negative(t.column("user_id").to_numpy(),
                                                                         t.column("item_id").to_numpy(), d, seed, r))
                 bar.advance(1)
             if target is not None:
                 bar.update(info=f"predict {target}")
                 q = _DaySql(ev, target, candidate_days, with_p)
-                writer.write_predict(target, con.sql(q.rows(feat, meta, False, sequences)).to_arrow_reader(BATCH_ROWS))
+                n_cand = con.sql(q.counts()).fetchall()[0][0]
+                writer.write_predict(target, _stream(con, q, feat, meta, False, sequences, n_cand))
                 bar.advance(1)
         inputs = [os.fspath(events), os.fspath(features)] + ([os.fspath(items)] if items else [])
         summary = writer.close(meta={
