@@ -89,9 +89,7 @@ def open_events(path: str | os.PathLike[str], flag: str = "--events") -> Events:
         raise UserError(f"{flag} {text}: column time is {ds.schema.field('time').type}, expected a timestamp; "
                         "convert the log with `rectool convert`")
     files = [os.path.abspath(f) for f in ds.files]  # type: ignore[attr-defined]
-    import duckdb
-
-    con = duckdb.connect()
+    con = quiet_duckdb()
     first, last = con.sql(f"SELECT min(time)::DATE, max(time)::DATE FROM read_parquet({sql_list(files)})").fetchall()[0]
     con.close()
     if first is None:
@@ -143,6 +141,15 @@ def _raw_item_ids(path: Path, flag: str) -> pa.Array:
     return table.column("f0").combine_chunks()
 
 
+def quiet_duckdb(**config: object) -> Any:
+    """A DuckDB connection without its own progress bar (stderr belongs to rectool.console)."""
+    import duckdb
+
+    con = duckdb.connect(config=config)
+    con.execute("SET enable_progress_bar = false").fetchall()
+    return con
+
+
 def check_memory_limit(text: str) -> str:
     if not _MEMORY.match(text):
         raise UserError(f"--memory-limit {text!r}: write an amount such as 4GB or 512MB")
@@ -166,9 +173,8 @@ def duck_session(threads: int | None = None, memory_limit: str = "2GB",
         except OSError as exc:
             raise UserError(f"--temp-dir {base}: cannot create it ({exc.strerror})") from exc
     spill = Path(tempfile.mkdtemp(prefix="rectool-duckdb-", dir=base))
-    con = duckdb.connect(config={"memory_limit": limit, "temp_directory": str(spill),
-                                 "preserve_insertion_order": False,
-                                 **({"threads": threads} if threads else {})})
+    con = quiet_duckdb(memory_limit=limit, temp_directory=str(spill), preserve_insertion_order=False,
+                       **({"threads": threads} if threads else {}))
     try:
         yield con
     except duckdb.OutOfMemoryException as exc:

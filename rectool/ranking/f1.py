@@ -41,6 +41,7 @@ import pyarrow as pa
 from rectool import console
 from rectool.artifacts import atomic_dir, write_meta, write_parquet
 from rectool.errors import UserError
+from rectool.ranking.common import quiet_duckdb
 from rectool.ranking.labels import align_days, read_labels
 from rectool.ranking.predictions import days_of, read_predictions
 
@@ -64,9 +65,7 @@ class Ranked:
 
 def rank_predictions(pred: pa.Table, labels: pa.Table, keys: Sequence[str], per_user: bool = True) -> Ranked:
     """DuckDB: dedup (max score), flag hits, order globally; rank within user only when asked."""
-    import duckdb
-
-    con = duckdb.connect()
+    con = quiet_duckdb()
     con.register("pred", pred)
     con.register("truth", labels)
     k = ", ".join(keys)

@@ -39,13 +39,14 @@ def _unit(h: np.ndarray) -> np.ndarray:
 
 def user_in_eval(user_ids: np.ndarray, seed: int, fraction: float) -> np.ndarray:
     """The user-hash split: True for the users of the eval share (the same users every day and run)."""
-    return _unit(mix64(mix64(np.asarray(user_ids, np.int64)) ^ np.int64(seed))) < fraction
+    return _unit(mix64(mix64(np.array(user_ids, np.int64)) ^ np.int64(seed))) < fraction
 
 
 def keep_negative(user_ids: np.ndarray, item_ids: np.ndarray, day: dt.date, seed: int, rate: float) -> np.ndarray:
     """A seeded coin per (user, item, day), True with probability ``rate``."""
     salt = np.int64(day.toordinal() * 1_000_003 + seed)
-    h = mix64(mix64(mix64(np.asarray(user_ids, np.int64)) ^ np.asarray(item_ids, np.int64)) ^ salt)
+    # copies: Arrow's zero-copy arrays are read-only, a numba signature of its own (compiled on each run)
+    h = mix64(mix64(mix64(np.array(user_ids, np.int64)) ^ np.array(item_ids, np.int64)) ^ salt)
     return _unit(h) < rate
 
 

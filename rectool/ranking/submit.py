@@ -31,7 +31,7 @@ import pyarrow.csv as pacsv
 
 from rectool.artifacts import atomic_file
 from rectool.errors import UserError
-from rectool.ranking.common import read_item_subset
+from rectool.ranking.common import quiet_duckdb, read_item_subset
 from rectool.ranking.predictions import days_of, read_predictions
 
 Format = Literal["tsv", "csv"]
@@ -55,9 +55,7 @@ def submit(pred_path: str | os.PathLike[str], item_subset_path: str | os.PathLik
         raise UserError(f"--pred-path {pred_path}: predictions for {len(days)} days "
                         f"({', '.join(sorted(map(str, days)))}); a submission is for one day (use the predict split)")
     p_items = read_item_subset(item_subset_path, "--item-subset-path")
-    import duckdb
-
-    con = duckdb.connect()
+    con = quiet_duckdb()
     con.register("pred", pred.select(["user_id", "item_id", "score"]))
     con.register("p_items", pa.table({"item_id": p_items}))
     # at float32 precision, the precision of the prediction schema (0.9 keeps a score of 0.9)
