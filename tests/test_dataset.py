@@ -181,7 +181,8 @@ def test_chunked_join_gives_the_same_rows(tiny_ranking, tmp_path, monkeypatch):
     """Many candidates are joined in user-hash chunks; the rows do not depend on it."""
     import rectool.ranking.dataset as dataset_mod
 
-    monkeypatch.setattr(dataset_mod, "CHUNK_ROWS", 40)
+    monkeypatch.setattr(dataset_mod, "CHUNK_ROWS", 150)
+    assert read_meta(tiny_ranking["samples"])["days"]["2014-12-18"]["candidates"] > 3 * 150, "several chunks"
     build_dataset(tiny_ranking["events"], tiny_ranking["features"], tmp_path / "chunked", items=tiny_ranking["items"],
                   threads=2)
     key = [("user_id", "ascending"), ("item_id", "ascending"), ("label_day", "ascending")]

@@ -13,8 +13,8 @@ from rectool.cli.options import OutputOpt, OverwriteOpt, QuietOpt, SeedOpt
 from rectool.errors import UserError
 
 EventsOpt = Annotated[Path, typer.Option("--events", help="Events dataset written by `rectool convert`.")]
-ItemsOpt = Annotated[Path | None, typer.Option("--items", help="Item subset P (items dataset from `rectool convert "
-                                                               "--format tianchi-item`).")]
+ItemsOpt = Annotated[Path | None, typer.Option("--items", help="Item subset P: items dataset from `rectool convert "
+                                                               "--format tianchi-item`, or the raw item file.")]
 ThreadsOpt = Annotated[int | None, typer.Option("--threads", help="DuckDB threads [all cores].")]
 MemoryOpt = Annotated[str, typer.Option("--memory-limit", help="DuckDB memory limit; beyond it DuckDB spills to "
                                                                "--temp-dir.")]
