@@ -157,13 +157,18 @@ def test_bad_predictions(tmp_path, cli):
     res = cli("eval-f1", "--pred-path", tmp_path / "p.parquet", "--label-path", truth, "--topk-list", "ten",
               expect=2)
     assert "'ten' is not a positive count" in res.stderr
-    days = [(1, 1, 0.5), (2, 2, 0.4)]
     t = pa.table({"user_id": [1, 2], "item_id": [1, 2], "score": [0.5, 0.4],
                   "label_day": pa.array([D18, D18 + dt.timedelta(days=1)], pa.date32())})
     pq.write_table(t, tmp_path / "two_days.parquet")
     with pytest.raises(UserError, match="score one day at a time"):
         eval_f1(tmp_path / "two_days.parquet", truth)
-    assert days
+
+
+def test_dayless_predictions_need_one_label_day(tiny_ranking, tmp_path):
+    _write_pred(tmp_path / "p.parquet", day=None)
+    with pytest.raises(UserError, match="the predictions name no day but the labels cover 2014-12-17, 2014-12-18"):
+        eval_f1(tmp_path / "p.parquet", tiny_ranking["samples"])
+    assert eval_f1(tmp_path / "p.parquet", tiny_ranking["samples"] / "eval")["true pairs"] > 0
 
 
 def test_parsers():

@@ -179,14 +179,14 @@ def eval_f1(pred_path: str | os.PathLike[str], label_path: str | os.PathLike[str
             caps: Sequence[int | None] = (), output: str | os.PathLike[str] | None = None,
             overwrite: bool = False, max_table_rows: int = 30) -> dict:
     """Score predictions against true pairs; returns the best row and counts."""
+    if output is not None and Path(os.fspath(output)).exists() and not overwrite:  # fail before the work
+        raise UserError(f"output {output} already exists; pass --overwrite to replace it or choose another path")
     pred, pred_meta = read_predictions(pred_path)
     labels = read_labels(label_path)
     pred_days = days_of(pred, pred_meta)
     labels, keys = align_days(pred_days, labels, "label_day" in pred.column_names)
     if labels.table.num_rows == 0:
         console.warn(f"{labels.source}: no true pairs for the predicted day(s); F1 is 0")
-    if "label_day" in keys and "label_day" not in labels.table.column_names:
-        raise UserError("internal: label_day key without a label_day column")
     ranked = rank_predictions(pred.select(list(dict.fromkeys([*keys, "score"]))), labels.table, keys,
                               per_user=any(c is not None for c in caps))
     ks = list(topks) if topks else auto_topks(ranked.n_labels)

@@ -143,6 +143,9 @@ def align_days(pred_days: set[dt.date] | None, labels: Labels, pred_has_day: boo
                 labels = Labels(labels.table.filter(keep), set(pred_days), labels.source)
             elif len(pred_days) > 1:
                 raise UserError("the labels have no label_day column; score one day at a time")
+    elif not pred_days and labels.days is not None and len(labels.days) > 1:
+        raise UserError(f"the predictions name no day but the labels cover {fmt(labels.days)}; add a label_day "
+                        "column to the predictions or give the labels of one day (e.g. the eval split)")
     elif pred_days and len(pred_days) > 1 and "label_day" not in labels.table.column_names:
         raise UserError(f"the predictions span {fmt(pred_days)} but the labels name no day; score one day at a time "
                         "or give labels with a label_day column")
