@@ -214,7 +214,7 @@ def build_dataset(events: str | os.PathLike[str], features: str | os.PathLike[st
                 bar.update(info=f"predict {target}")
                 q = _DaySql(ev, target, candidate_days, with_p)
                 n_cand = con.sql(q.counts()).fetchall()[0][0]
-                writer.write_predict(target, _stream(con, q, feat, meta, False, sequences, n_cand))
+                writer.write_predict(_stream(con, q, feat, meta, False, sequences, n_cand))
                 bar.advance(1)
         inputs = [os.fspath(events), os.fspath(features)] + ([os.fspath(items)] if items else [])
         summary = writer.close(meta={

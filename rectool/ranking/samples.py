@@ -59,7 +59,6 @@ class SampleWriter:
         self.writers: dict[str, PartWriter] = {}
         self.days: dict[str, dict[str, Any]] = {}
         self.labels: list[pa.Table] = []
-        self.predict_rows: int | None = None
         self.feature_columns: list[str] = []
         self.sequence_columns: list[str] = []
 
@@ -110,12 +109,11 @@ class SampleWriter:
         stats["recall_ceiling"] = round(stats["positives"] / pairs.num_rows, 4) if pairs.num_rows else None
         self.days[day.isoformat()] = stats
 
-    def write_predict(self, day: dt.date, batches: pa.RecordBatchReader) -> None:
+    def write_predict(self, batches: pa.RecordBatchReader) -> None:
+        """Rows of the unlabelled target day, all kept."""
         writer = self._writer("predict", batches.schema)
         for batch in batches:
             writer.write(batch)
-        self.predict_rows = writer.rows
-        self.predict_day = day
 
     def _ceiling(self, labels: pa.Table) -> float | None:
         n = labels.num_rows
