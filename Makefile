@@ -33,7 +33,23 @@ pipeline: $(STAMP)
 	        --output $(OUT)/events --overwrite); \
 	items=$$($(RT) convert --format tianchi-item "$$raw/offline/tianchi_fresh_comp_train_item.csv" \
 	        --output $(OUT)/items --overwrite); \
-	echo "pipeline done: events=$$events items=$$items" >&2
+	: "ranking: cut-offs, label days and the predict day default to the log's last two days and the day after"; \
+	feats=$$($(RT) features --events "$$events" --items "$$items" --output $(OUT)/features --overwrite); \
+	samples=$$($(RT) dataset --events "$$events" --features "$$feats" --items "$$items" --neg-ratio 20 \
+	        --output $(OUT)/samples --overwrite); \
+	for rule in cart-last-day weighted-recency; do \
+	  pe=$$($(RT) baseline --samples "$$samples/eval" --rule $$rule --output $(OUT)/pred/$$rule-eval --overwrite); \
+	  $(RT) eval-f1 --pred-path "$$pe" --label-path "$$samples/eval" --max-per-user 1,2 \
+	        --output $(OUT)/eval/$$rule-eval --overwrite >/dev/null; \
+	done; \
+	pred=$$($(RT) baseline --samples "$$samples/predict" --rule cart-last-day --output $(OUT)/pred/cart-last-day-predict \
+	        --overwrite); \
+	: "the hidden target day: synth's truth file scores the predictions honestly"; \
+	f1=$$($(RT) eval-f1 --pred-path "$$pred" --label-path "$$raw/truth/next_day_purchases.csv" \
+	        --output $(OUT)/eval/cart-last-day-predict --overwrite); \
+	sub=$$($(RT) submit --pred-path "$$pred" --item-subset-path "$$items" --output $(OUT)/submission.tsv --overwrite); \
+	echo "pipeline done: events=$$events items=$$items features=$$feats samples=$$samples" >&2; \
+	echo "  target-day F1 scan: $$f1; submission: $$sub" >&2
 
 test: $(STAMP)
 	$(BIN)/pytest -q

@@ -35,3 +35,20 @@ def tiny_tianchi(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("synth") / "tianchi"
     synth_tianchi(out, users=200, items=20_000, categories=200, seed=7)
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_ranking(tiny_tianchi: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """``tiny_tianchi`` converted, featurised (item subset P) and sampled with the defaults."""
+    from rectool.ingest.convert import convert
+    from rectool.ranking.dataset import build_dataset
+    from rectool.ranking.features import build_features
+
+    root = tmp_path_factory.mktemp("ranking")
+    convert([tiny_tianchi / "offline/tianchi_fresh_comp_train_user.csv"], root / "events")
+    convert([tiny_tianchi / "offline/tianchi_fresh_comp_train_item.csv"], root / "items", fmt="tianchi-item")
+    build_features(root / "events", root / "features", items=root / "items", threads=2, memory_limit="1GB")
+    build_dataset(root / "events", root / "features", root / "samples", items=root / "items", threads=2,
+                  memory_limit="1GB")
+    return {"raw": tiny_tianchi, "root": root, **{name: root / name for name in
+                                                  ("events", "items", "features", "samples")}}

@@ -14,7 +14,7 @@ from typing import Annotated
 import typer
 
 from rectool import __version__
-from rectool.cli import ingest, train
+from rectool.cli import ingest, ranking, train
 from rectool.cli import tree as tree_cli
 from rectool.errors import EXIT_INTERRUPTED, EXIT_USER_ERROR, UserError, debug_enabled
 
@@ -67,12 +67,18 @@ def command(group: typer.Typer, name: str):
     return register
 
 
+# in pipeline order: raw data -> ranking stages -> models -> retrieval -> results
 command(app, "synth")(ingest.synth)
 command(app, "convert")(ingest.convert)
+command(app, "features")(ranking.features)
+command(app, "dataset")(ranking.dataset)
+command(app, "baseline")(ranking.baseline)
 command(app, "train")(train.train)
 command(app, "export")(train.export)
 command(app, "predict")(train.predict)
 command(app, "embed")(train.embed)
+command(app, "eval-f1")(ranking.eval_f1)
+command(app, "submit")(ranking.submit)
 
 config_group = typer.Typer(help="Training configs: validate without training.", no_args_is_help=True)
 app.add_typer(config_group, name="config")

@@ -1,0 +1,179 @@
+"""CLI of the ranking pipeline: ``features``, ``dataset``, ``baseline``, ``eval-f1``, ``submit``."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from rectool import console
+from rectool.cli.options import OutputOpt, OverwriteOpt, QuietOpt, SeedOpt
+from rectool.errors import UserError
+
+EventsOpt = Annotated[Path, typer.Option("--events", help="Events dataset written by `rectool convert`.")]
+ItemsOpt = Annotated[Path | None, typer.Option("--items", help="Item subset P: items dataset from `rectool convert "
+                                                               "--format tianchi-item`, or the raw item file.")]
+ThreadsOpt = Annotated[int | None, typer.Option("--threads", help="DuckDB threads [all cores].")]
+MemoryOpt = Annotated[str, typer.Option("--memory-limit", help="DuckDB memory limit; beyond it DuckDB spills to "
+                                                               "--temp-dir.")]
+TempDirOpt = Annotated[Path | None, typer.Option("--temp-dir", help="Where DuckDB spills [beside the output].")]
+
+
+def features(
+    events: EventsOpt,
+    output: OutputOpt,
+    items: ItemsOpt = None,
+    cutoffs: Annotated[str | None, typer.Option("--cutoffs", help="Cut-off days YYYY-MM-DD, comma-separated; "
+                                                                  "features use events strictly before each [the "
+                                                                  "last two days of the log and the day after].")]
+    = None,
+    windows: Annotated[str, typer.Option("--windows", help="Windows in days before the cut-off, plus 'all'.")]
+    = "1,3,7,all",
+    pair_days: Annotated[int | None, typer.Option("--pair-days", help="Keep user x item / user x category rows "
+                                                                      "active in the last N days [largest window].")]
+    = None,
+    last_n: Annotated[int, typer.Option("--last-n", help="Length of the per-user last items/categories lists.")]
+    = 50,
+    threads: ThreadsOpt = None,
+    memory_limit: MemoryOpt = "2GB",
+    temp_dir: TempDirOpt = None,
+    overwrite: OverwriteOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Behaviour features per cut-off day (user, item, category, user x item, user x category), in DuckDB."""
+    from rectool.ranking.common import parse_days
+    from rectool.ranking.features import build_features, parse_windows
+
+    console.set_quiet(quiet)
+    result = build_features(events, output, cutoffs=parse_days(cutoffs, "--cutoffs") if cutoffs else None,
+                            items=items, windows=parse_windows(windows), pair_days=pair_days, last_n=last_n,
+                            threads=threads, memory_limit=memory_limit, temp_dir=temp_dir, overwrite=overwrite)
+    console.summary("features", result)
+    console.emit_path(output)
+
+
+def dataset(
+    events: EventsOpt,
+    features: Annotated[Path, typer.Option("--features", help="Feature tables written by `rectool features`.")],
+    output: OutputOpt,
+    task: Annotated[str, typer.Option("--task", help="ranking: (user, item) candidates with purchase labels.")]
+    = "ranking",
+    items: ItemsOpt = None,
+    label_days: Annotated[str | None, typer.Option("--label-days", help="Labelled days YYYY-MM-DD, comma-separated "
+                                                                        "[the last two days of the log].")] = None,
+    predict_day: Annotated[str | None, typer.Option("--predict-day", help="Unlabelled target day, or 'none' [the day "
+                                                                          "after the log].")] = None,
+    candidate_days: Annotated[int, typer.Option("--candidate-days", help="Candidates: pairs with an action in the "
+                                                                         "K days before the day.")] = 3,
+    neg_ratio: Annotated[float, typer.Option("--neg-ratio", help="Keep about R negatives per positive in train "
+                                                                 "(0 keeps all).")] = 0.0,
+    split: Annotated[str, typer.Option("--split", help="last-day: last label day is eval; user-hash: a hashed "
+                                                       "share of users is eval.")] = "last-day",
+    eval_fraction: Annotated[float, typer.Option("--eval-fraction", help="Share of users in eval (user-hash).")]
+    = 0.2,
+    seed: SeedOpt = 2014,
+    sequences: Annotated[bool, typer.Option("--sequences/--no-sequences", help="Include the per-user last items "
+                                                                               "and categories lists.")] = True,
+    threads: ThreadsOpt = None,
+    memory_limit: MemoryOpt = "2GB",
+    temp_dir: TempDirOpt = None,
+    overwrite: OverwriteOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Training, evaluation and prediction samples: candidates, labels and features joined."""
+    from rectool.ranking.common import parse_day, parse_days
+    from rectool.ranking.dataset import build_dataset
+
+    console.set_quiet(quiet)
+    if task != "ranking":
+        raise UserError(f"--task {task}: only 'ranking' is available")
+    if split not in ("last-day", "user-hash"):
+        raise UserError(f"--split {split}: choose last-day or user-hash")
+    target = "default" if predict_day is None else (None if predict_day.strip().lower() == "none"
+                                                    else parse_day(predict_day, "--predict-day"))
+    result = build_dataset(events, features, output,
+                           label_days=parse_days(label_days, "--label-days") if label_days else None,
+                           predict_day=target, items=items, candidate_days=candidate_days, neg_ratio=neg_ratio,
+                           split=split, eval_fraction=eval_fraction, seed=seed,  # type: ignore[arg-type]
+                           sequences=sequences, threads=threads, memory_limit=memory_limit, temp_dir=temp_dir,
+                           overwrite=overwrite)
+    console.summary(f"dataset ({task})", result)
+    console.emit_path(output)
+
+
+def baseline(
+    samples: Annotated[Path, typer.Option("--samples", help="A split of `rectool dataset` (e.g. OUT/predict), or "
+                                                            "the dataset folder with --split.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Predictions directory, or - for Arrow IPC on "
+                                                                "stdout.")],
+    rule: Annotated[str, typer.Option("--rule", help="cart-last-day (carted on the last day, not bought) or "
+                                                     "weighted-recency (behaviour-weighted recent counts).")]
+    = "cart-last-day",
+    split: Annotated[str | None, typer.Option("--split", help="train, eval or predict, when --samples is the "
+                                                              "dataset folder [predict].")] = None,
+    overwrite: OverwriteOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Score candidates with a named rule, in the prediction schema every model writes."""
+    from rectool.ranking.baseline import run_baseline
+
+    console.set_quiet(quiet)
+    result = run_baseline(samples, output, rule, split=split, overwrite=overwrite)
+    console.summary("baseline", result)
+    if os.fspath(output) != "-":
+        console.emit_path(output)
+
+
+def eval_f1(
+    pred_path: Annotated[str, typer.Option("--pred-path", help="Predictions: directory, file, glob or - (stdin).")],
+    label_path: Annotated[str, typer.Option("--label-path", help="True pairs: a dataset split (eval/), its labels/, "
+                                                                 "a parquet table or a CSV user_id,item_id.")],
+    topk_list: Annotated[str, typer.Option("--topk-list", help="Global top-K values, comma-separated, 'all' for no "
+                                                               "cut, or auto (multiples of the true pairs).")]
+    = "auto",
+    threshold_list: Annotated[str, typer.Option("--threshold-list", help="Score thresholds (keep score >= t), "
+                                                                         "'none' for no threshold.")] = "none",
+    max_per_user: Annotated[str | None, typer.Option("--max-per-user", help="Per-user caps to scan as well, "
+                                                                            "e.g. 1,2,5.")] = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Directory for scan.csv, scan.parquet and "
+                                                                       "the plot.")] = None,
+    overwrite: OverwriteOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """The competition's F1 over a top-K x threshold (x per-user cap) scan."""
+    from rectool.ranking.f1 import eval_f1 as run_eval
+    from rectool.ranking.f1 import parse_caps, parse_floats, parse_topks
+
+    console.set_quiet(quiet)
+    result = run_eval(pred_path, label_path, topks=parse_topks(topk_list),
+                      thresholds=parse_floats(threshold_list, "--threshold-list"), caps=parse_caps(max_per_user),
+                      output=output, overwrite=overwrite)
+    console.summary("eval-f1", result)
+    if output is not None:
+        console.emit_path(output)
+
+
+def submit(
+    pred_path: Annotated[str, typer.Option("--pred-path", help="Predictions of one day: directory, file, glob or -.")],
+    item_subset_path: Annotated[Path, typer.Option("--item-subset-path", help="Item subset P: items dataset or the "
+                                                                              "raw item file.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Submission file to write (atomically).")],
+    threshold: Annotated[float | None, typer.Option("--threshold", help="Keep pairs with score >= this.")] = None,
+    topk: Annotated[int | None, typer.Option("--topk", help="Keep the K best pairs overall.")] = None,
+    max_entries_per_user: Annotated[int | None, typer.Option("--max-entries-per-user", help="Keep each user's N "
+                                                                                           "best pairs.")] = None,
+    format: Annotated[str, typer.Option("--format", help="tsv (no header) or csv (header user_id,item_id).")]
+    = "tsv",
+    overwrite: OverwriteOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Write the submission file: pairs in P, deduplicated, best first."""
+    from rectool.ranking.submit import submit as run_submit
+
+    console.set_quiet(quiet)
+    result = run_submit(pred_path, item_subset_path, output, threshold=threshold, topk=topk,
+                        max_entries_per_user=max_entries_per_user, fmt=format, overwrite=overwrite)  # type: ignore
+    console.summary("submit", result)
+    console.emit_path(output)
