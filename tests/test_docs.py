@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 
 import typer
-
 from helpers import ROOT
+
 from rectool.cli import app
 
 

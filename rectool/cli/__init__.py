@@ -14,7 +14,7 @@ from typing import Annotated
 import typer
 
 from rectool import __version__
-from rectool.cli import ingest
+from rectool.cli import ingest, retrieval
 from rectool.errors import EXIT_INTERRUPTED, EXIT_USER_ERROR, UserError, debug_enabled
 
 app = typer.Typer(
@@ -68,6 +68,12 @@ def command(group: typer.Typer, name: str):
 
 command(app, "synth")(ingest.synth)
 command(app, "convert")(ingest.convert)
+
+hnsw = typer.Typer(help="HNSW indexes over item embeddings: build one, extract its graph.", no_args_is_help=True,
+                   rich_markup_mode=None)
+app.add_typer(hnsw, name="hnsw")
+command(hnsw, "build")(retrieval.hnsw_build)
+command(hnsw, "graph")(retrieval.hnsw_graph)
 
 
 def main() -> None:
