@@ -144,6 +144,14 @@ def merge_into_top(top_nodes: np.ndarray, top_scores: np.ndarray, top_len: np.nd
         if m == 0:
             continue
         picked = picked[:m]
+        if m > ef:  # at most ef new nodes can enter: keep those >= the ef-th best (ties kept), sort only them
+            cutoff = -np.partition(-new_scores[picked], ef - 1)[ef - 1]
+            m = 0
+            for q in range(picked.shape[0]):
+                if new_scores[picked[q]] >= cutoff:
+                    picked[m] = picked[q]
+                    m += 1
+            picked = picked[:m]
         picked = picked[np.argsort(-new_scores[picked], kind="mergesort")]
         out_nodes = np.empty(ef, dtype=top_nodes.dtype)
         out_scores = np.empty(ef, dtype=top_scores.dtype)
