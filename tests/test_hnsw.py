@@ -161,3 +161,14 @@ def test_pairwise_brute_equals_dense_brute():
     assert np.allclose(dense.scores, np.take_along_axis(scores, expected, 1), rtol=1e-5)
     assert (pairwise.n_scored == 300).all()
 
+
+
+def test_exclusion_when_k_covers_the_catalogue(tmp_path):
+    vectors = clustered(30, 4, seed=1)
+    ids = np.arange(30, dtype=np.int64) + 500
+    build_index(write_embeddings(tmp_path / "e.parquet", vectors, ids), tmp_path / "idx", space="l2")
+    index = load_index(tmp_path / "idx")
+    history = Ragged.from_lists([[500, 501], [], list(range(500, 530))])
+    found = hnsw_search(index, vectors[:3], k=50, ef=100, exclude=history)
+    assert found.lengths.tolist() == [28, 30, 0]
+    assert not {500, 501} & set(found.item_ids[0].tolist()) and found.item_ids.shape == (3, 30)

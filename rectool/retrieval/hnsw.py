@@ -213,27 +213,30 @@ def hnsw_search(index: HnswIndex, queries: np.ndarray, k: int, ef: int | None = 
     scores = np.full((n, k_out), -np.inf, dtype=np.float32)
     lengths = np.zeros(n, dtype=np.int64)
     n_threads = threads if threads > 0 else -1
-    for start in range(0, n, batch_size):
-        stop = min(n, start + batch_size)
-        extra = int(excl.lengths()[start:stop].max()) if excl is not None and stop > start else 0
-        fetch = min(index.count, k_out + extra)
-        index.index.set_ef(max(ef or 10, fetch))
-        try:
-            labels, dist = index.index.knn_query(queries[start:stop], k=fetch, num_threads=n_threads)
-        except RuntimeError as exc:
-            raise UserError(f"hnsw search found fewer than {fetch} items for some query ({exc}); raise --ef or "
-                            "rebuild the index with a larger --m") from exc
-        batch_scores = distances_to_scores(index.space, dist)
-        labels = labels.astype(np.int64, copy=False)
-        if excl is None or extra == 0:
-            rows, sc, lens = labels[:, :k_out], batch_scores[:, :k_out], np.full(stop - start, k_out, np.int64)
-        else:
-            sub = Ragged(excl.offsets[start:stop + 1] - excl.offsets[start],
-                         excl.values[excl.offsets[start]:excl.offsets[stop]])
-            rows, sc, lens = filter_rows(labels, batch_scores, k_out, sub.offsets, sub.values)
-        valid = np.arange(k_out) < lens[:, None]
-        item_ids[start:stop] = np.where(valid, index.ids[np.maximum(rows, 0)], -1)
-        scores[start:stop] = np.where(valid, sc, -np.inf)
-        lengths[start:stop] = lens
+    # over-fetch k + |exclude| rounded up to a power of two: queries with similar needs share a call
+    extra = excl.lengths() if excl is not None else np.zeros(n, dtype=np.int64)
+    padded = np.where(extra > 0, 2 ** np.ceil(np.log2(np.maximum(extra, 1))).astype(np.int64), 0)
+    fetch_of = np.minimum(index.count, k_out + padded)
+    for fetch in np.unique(fetch_of):
+        group = np.flatnonzero(fetch_of == fetch)
+        index.index.set_ef(int(max(ef or 10, fetch)))
+        for lo in range(0, len(group), batch_size):
+            rows_q = group[lo:lo + batch_size]
+            try:
+                labels, dist = index.index.knn_query(queries[rows_q], k=int(fetch), num_threads=n_threads)
+            except RuntimeError as exc:
+                raise UserError(f"hnsw search found fewer than {fetch} items for some query ({exc}); raise --ef "
+                                "or rebuild the index with a larger --m") from exc
+            batch_scores = distances_to_scores(index.space, dist)
+            labels = labels.astype(np.int64, copy=False)
+            if not extra[rows_q].any():
+                rows, sc, lens = labels, batch_scores, np.full(len(rows_q), k_out, np.int64)
+            else:
+                sub = excl.take(rows_q)  # type: ignore[union-attr]  # extra > 0 only with exclusions
+                rows, sc, lens = filter_rows(labels, batch_scores, k_out, sub.offsets, sub.values)
+            valid = np.arange(k_out) < lens[:, None]
+            item_ids[rows_q] = np.where(valid, index.ids[np.maximum(rows[:, :k_out], 0)], -1)
+            scores[rows_q] = np.where(valid, sc[:, :k_out], -np.inf)
+            lengths[rows_q] = lens
     return TopK(item_ids, scores, lengths)
 
