@@ -115,3 +115,30 @@ def test_run_baseline_files_and_exclusion_rules(tmp_path):
         run_baseline("item-cf", train, tmp_path / "x", similarity="jaccard")  # type: ignore[arg-type]
     with pytest.raises(UserError, match="choose popularity or item-cf"):
         run_baseline("als", train, tmp_path / "x")  # type: ignore[arg-type]
+
+
+def _read_user_lines(path) -> tuple[list[int], list[list[int]]]:
+    """``uid item item ...`` per line (the layout of the shared retrieval samples)."""
+    users, lists = [], []
+    for line in open(path):
+        fields = line.split()
+        if fields:
+            users.append(int(fields[0]))
+            lists.append([int(x) for x in fields[1:]])
+    return users, lists
+
+
+def test_popularity_on_movielens_matches_the_published_floor(tmp_path):
+    """Full-ranking protocol on the fixed temporal split: popularity recall@20 is 0.097 (issue 5)."""
+    from helpers import shared_path
+
+    split = shared_path("movielens-100k", "split_temporal_80_20")
+    train = write_lists(tmp_path / "train.parquet", *_read_user_lines(split / "train.txt"))
+    test = write_lists(tmp_path / "test.parquet", *_read_user_lines(split / "test.txt"))
+    run_baseline("popularity", train, tmp_path / "pop", users=test, k=20)
+    result = evaluate_topk(tmp_path / "pop", test, tmp_path / "eval", k_list="20")
+    assert result["users"] == 943
+    assert result["metrics"]["20"]["recall"] == pytest.approx(0.097, abs=0.002)
+    run_baseline("item-cf", train, tmp_path / "cf", users=test, k=20)
+    cf = evaluate_topk(tmp_path / "cf", test, tmp_path / "eval_cf", k_list="20")
+    assert cf["metrics"]["20"]["recall"] > 1.5 * result["metrics"]["20"]["recall"]
