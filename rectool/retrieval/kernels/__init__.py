@@ -7,9 +7,10 @@
 ``metrics``    top-K metrics (hits, DCG, reciprocal rank), overlaps, distinct items
 ``baselines``  item-kNN and popularity
 
-Lists are CSR (``offsets`` int64 of length n + 1, ``values``); per-user work runs in
-parallel over users (``prange``). Each kernel's docstring shows a tiny input and output;
-``tests/test_retrieval_kernels.py`` checks each against plain NumPy/Python.
+Lists are CSR (``offsets`` int64 of length n + 1, ``values``); the heavy kernels run in
+parallel over users (``prange``), light ones serially (cheaper to compile). Each kernel's
+docstring shows a tiny input and output; ``tests/test_retrieval_kernels.py`` checks each
+against plain NumPy/Python.
 """
 
 from rectool.retrieval.kernels.baselines import item_neighbours, popular_topk, score_by_neighbours

@@ -102,7 +102,7 @@ def score_by_neighbours(hist_ptr: np.ndarray, hist_items: np.ndarray, nbr: np.nd
     return out, scores, lengths
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True)
 def popular_topk(ranked: np.ndarray, counts: np.ndarray, excl_ptr: np.ndarray, excl_sorted: np.ndarray,
                  k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The first ``k`` items of the popularity ranking not excluded for each user.
@@ -111,7 +111,7 @@ def popular_topk(ranked: np.ndarray, counts: np.ndarray, excl_ptr: np.ndarray, e
     out = np.full((n_users, k), -1, dtype=np.int64)
     scores = np.full((n_users, k), -np.inf, dtype=np.float32)
     lengths = np.zeros(n_users, dtype=np.int64)
-    for u in prange(n_users):
+    for u in range(n_users):
         excl = excl_sorted[excl_ptr[u]:excl_ptr[u + 1]]
         o = 0
         for r in range(ranked.shape[0]):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 
 @njit(cache=True)
@@ -19,11 +19,11 @@ def contains_sorted(values: np.ndarray, x: np.int64) -> bool:
     return lo < values.shape[0] and values[lo] == x
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True)
 def sort_rows(offsets: np.ndarray, values: np.ndarray) -> np.ndarray:
     """A copy of ``values`` with each row sorted: offsets [0,2,3], values [5,1,4] -> [1,5,4]."""
     out = values.copy()
-    for r in prange(offsets.shape[0] - 1):
+    for r in range(offsets.shape[0] - 1):
         out[offsets[r]:offsets[r + 1]] = np.sort(values[offsets[r]:offsets[r + 1]])
     return out
 

@@ -21,7 +21,7 @@ def mark_visited(visited: np.ndarray, offsets: np.ndarray, nodes: np.ndarray) ->
             visited[u, v >> 3] |= np.uint8(1 << (v & 7))
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True)
 def neighbour_counts(cand_offsets: np.ndarray, cand_nodes: np.ndarray, indptr: np.ndarray) -> np.ndarray:
     """Sum of the degrees of each user's candidates (an upper bound of what a gather yields).
 
@@ -29,7 +29,7 @@ def neighbour_counts(cand_offsets: np.ndarray, cand_nodes: np.ndarray, indptr: n
     """
     n = cand_offsets.shape[0] - 1
     out = np.zeros(n, dtype=np.int64)
-    for u in prange(n):
+    for u in range(n):
         total = 0
         for c in range(cand_offsets[u], cand_offsets[u + 1]):
             node = cand_nodes[c]
@@ -137,7 +137,7 @@ def merge_into_top(top_nodes: np.ndarray, top_scores: np.ndarray, top_len: np.nd
     return counts
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True)
 def take_top(top_nodes: np.ndarray, top_scores: np.ndarray, top_len: np.ndarray, k: int,
              excl_offsets: np.ndarray, excl_sorted: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The first ``k`` entries of each sorted list, skipping the user's excluded nodes
@@ -146,7 +146,7 @@ def take_top(top_nodes: np.ndarray, top_scores: np.ndarray, top_len: np.ndarray,
     nodes = np.full((n, k), -1, dtype=np.int64)
     scores = np.full((n, k), -np.inf, dtype=np.float32)
     lengths = np.zeros(n, dtype=np.int64)
-    for u in prange(n):
+    for u in range(n):
         excl = excl_sorted[excl_offsets[u]:excl_offsets[u + 1]]
         o = 0
         for i in range(top_len[u]):

@@ -72,10 +72,10 @@ def topk_update(scores: np.ndarray, col_offset: int, heap_s: np.ndarray, heap_i:
         heap_n[r] = n
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True)
 def heap_sorted(heap_s: np.ndarray, heap_i: np.ndarray, heap_n: np.ndarray) -> None:
     """Sort each row's heap in place, best first (score desc, then column asc)."""
-    for r in prange(heap_s.shape[0]):
+    for r in range(heap_s.shape[0]):
         n = heap_n[r]
         order = np.argsort(heap_i[r, :n])
         s = heap_s[r, :n][order]
@@ -85,7 +85,7 @@ def heap_sorted(heap_s: np.ndarray, heap_i: np.ndarray, heap_n: np.ndarray) -> N
         heap_i[r, :n] = i[order]
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True)
 def filter_rows(labels: np.ndarray, scores: np.ndarray, k: int, excl_offsets: np.ndarray,
                 excl_sorted: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The first ``k`` labels per row that are not excluded (negative labels end a row).
@@ -94,7 +94,7 @@ def filter_rows(labels: np.ndarray, scores: np.ndarray, k: int, excl_offsets: np
     out_l = np.full((n, k), -1, dtype=np.int64)
     out_s = np.full((n, k), -np.inf, dtype=np.float32)
     lengths = np.zeros(n, dtype=np.int64)
-    for r in prange(n):
+    for r in range(n):
         excl = excl_sorted[excl_offsets[r]:excl_offsets[r + 1]]
         o = 0
         for j in range(labels.shape[1]):
