@@ -76,3 +76,16 @@ def test_id_map_and_schemas():
     assert rows.to_lists() == [[0, 1], [], []]
     assert IdMap(np.zeros(0, np.int64)).rows(np.array([1])).tolist() == [-1]
     assert embedding_schema(4).field("item_emb").type == pa.list_(pa.float32(), 4)
+
+
+def test_union_of_results_keeps_best_scores():
+    from rectool.retrieval.formats import union_topk
+
+    a = TopK(np.array([[4, 2, -1], [7, 8, 9]]), np.array([[1.0, 5.0, -np.inf], [3.0, 2.0, 1.0]], np.float32),
+             np.array([2, 3]), np.array([10, 10]))
+    b = TopK(np.array([[4, 6], [9, 1]]), np.array([[7.0, 0.5], [4.0, 0.0]], np.float32), np.array([2, 2]),
+             np.array([5, 6]))
+    u = union_topk([a, b], 3)
+    assert u.item_ids.tolist() == [[4, 2, 6], [9, 7, 8]] and u.scores[0].tolist() == [7, 5, 0.5]
+    assert u.lengths.tolist() == [3, 3] and u.n_scored.tolist() == [15, 16]
+    assert Ragged.from_lists([[1], [2, 3], [4]]).slice(1, 3).to_lists() == [[2, 3], [4]]

@@ -54,11 +54,6 @@ def _exclusion_rows(exclude: Ragged | None, n_users: int, n_items: int, item_ids
     return IdMap(item_ids if item_ids is not None else np.arange(n_items)).rows_ragged(exclude)
 
 
-def _slice(lists: Ragged, start: int, stop: int) -> Ragged:
-    a = lists.offsets[start]
-    return Ragged(lists.offsets[start:stop + 1] - a, lists.values[a:lists.offsets[stop]])
-
-
 def _prepare(x: np.ndarray, space: str) -> np.ndarray:
     x = np.ascontiguousarray(x, dtype=np.float32)
     if space == "cosine":
@@ -85,7 +80,7 @@ def brute_search_dot(queries: np.ndarray, items: np.ndarray, k: int, *, space: s
         for start in range(0, n, user_batch):
             stop = min(n, start + user_batch)
             heaps = _Heaps(stop - start, k)
-            sub = _slice(excl, start, stop)
+            sub = excl.slice(start, stop)
             q_sq = np.einsum("ij,ij->i", q[start:stop], q[start:stop])[:, None] if x_sq is not None else None
             for lo in range(0, n_items, item_block):
                 hi = min(n_items, lo + item_block)
@@ -112,7 +107,7 @@ def brute_search(scorer: Scorer, n_users: int, n_items: int, k: int, *, item_ids
         for start in range(0, n_users, users_per_call):
             stop = min(n_users, start + users_per_call)
             heaps = _Heaps(stop - start, k)
-            sub = _slice(excl, start, stop)
+            sub = excl.slice(start, stop)
             for lo in range(0, n_items, block):
                 hi = min(n_items, lo + block)
                 users = np.repeat(np.arange(start, stop, dtype=np.int64), hi - lo)

@@ -111,6 +111,11 @@ class Ragged:
         np.cumsum(lengths, out=offsets[1:])
         return cls(offsets, values)
 
+    def slice(self, start: int, stop: int) -> Ragged:
+        """Rows ``start:stop`` as their own ``Ragged`` (offsets from 0)."""
+        a, b = self.offsets[start], self.offsets[stop]
+        return Ragged(self.offsets[start:stop + 1] - a, self.values[a:b])
+
     def to_lists(self) -> list[list[Any]]:
         return [self.row(i).tolist() for i in range(len(self))]
 
@@ -228,6 +233,20 @@ class IdMap:
 
 def no_exclusion(n: int) -> Ragged:
     return Ragged(np.zeros(n + 1, dtype=np.int64), np.zeros(0, dtype=np.int64))
+
+
+def union_topk(parts: Sequence[TopK], k: int) -> TopK:
+    """Per user, the best ``k`` of the union of several results (e.g. one per MIND interest):
+    an item found more than once keeps its best score; ``n_scored`` adds up."""
+    from rectool.retrieval.kernels import union_rows
+
+    if not parts:
+        raise ValueError("union_topk needs at least one result")
+    ids = np.concatenate([p.item_ids for p in parts], axis=1)
+    scores = np.concatenate([p.scores for p in parts], axis=1).astype(np.float32, copy=False)
+    out_ids, out_scores, lengths = union_rows(ids, scores, k)
+    counted = [p.n_scored for p in parts if p.n_scored is not None]
+    return TopK(out_ids, out_scores, lengths, np.sum(counted, axis=0) if counted else None)
 
 
 def empty_topk(n: int, k: int, count_scored: bool = False) -> TopK:

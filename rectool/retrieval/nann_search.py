@@ -42,7 +42,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from rectool import console
 from rectool.errors import UserError
 from rectool.retrieval import kernels
-from rectool.retrieval.formats import IdMap, Ragged, TopK
+from rectool.retrieval.formats import IdMap, Ragged, TopK, no_exclusion
 from rectool.retrieval.graph import HnswGraph
 
 Scorer = Callable[[np.ndarray, np.ndarray], np.ndarray]
@@ -82,7 +82,7 @@ def _score(scorer: Scorer, users: np.ndarray, nodes: np.ndarray) -> np.ndarray:
 class _Batch:
     """The state of one user batch: top lists, visited bitmaps, counters."""
 
-    def __init__(self, start: int, size: int, n_nodes: int, width: int, visited: np.ndarray) -> None:
+    def __init__(self, start: int, size: int, width: int, visited: np.ndarray) -> None:
         self.start, self.size = start, size
         self.top_nodes = np.full((size, width), -1, dtype=np.int32)
         self.top_scores = np.full((size, width), -np.inf, dtype=np.float32)
@@ -151,7 +151,7 @@ def nann_search(graph: HnswGraph, n_users: int, scorer: Scorer, recall_num: int 
     with maybe_progress(progress, "nann search", n_users) as bar:
         for start in range(0, n_users, size):
             stop = min(n_users, start + size)
-            batch = _Batch(start, stop - start, n_nodes, width, visited)
+            batch = _Batch(start, stop - start, width, visited)
             # level >= 2: every enter point
             offsets = np.arange(batch.size + 1, dtype=np.int64) * len(enter)
             nodes = np.tile(enter, batch.size)
@@ -165,8 +165,7 @@ def nann_search(graph: HnswGraph, n_users: int, scorer: Scorer, recall_num: int 
                     if len(new_nodes) == 0:
                         break
                     candidates = batch.score_and_merge(scorer, new_offsets, new_nodes, ef_level)
-            sub = _rows(excl, start, stop) if excl is not None else Ragged(np.zeros(batch.size + 1, np.int64),
-                                                                           np.zeros(0, np.int64))
+            sub = excl.slice(start, stop) if excl is not None else no_exclusion(batch.size)
             nodes_k, scores_k, lens = kernels.take_top(batch.top_nodes, batch.top_scores, batch.top_len,
                                                        params.recall_num, sub.offsets, sub.values)
             valid = nodes_k >= 0
@@ -176,11 +175,6 @@ def nann_search(graph: HnswGraph, n_users: int, scorer: Scorer, recall_num: int 
             n_scored[start:stop] = batch.n_scored
             bar.advance(batch.size)
     return TopK(item_ids, scores, lengths, n_scored)
-
-
-def _rows(lists: Ragged, start: int, stop: int) -> Ragged:
-    a, b = lists.offsets[start], lists.offsets[stop]
-    return Ragged(lists.offsets[start:stop + 1] - a, lists.values[a:b])
 
 
 class _NoBar:

@@ -107,3 +107,39 @@ def filter_rows(labels: np.ndarray, scores: np.ndarray, k: int, excl_offsets: np
             o += 1
         lengths[r] = o
     return out_l, out_s, lengths
+
+
+@njit(cache=True, parallel=True)
+def union_rows(ids: np.ndarray, scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per row: ids (negative = padding) de-duplicated keeping each id's best score, the
+    best ``k`` by score desc (ties: first seen first). Ids [[4, 2, 4]], scores [[1, 5, 7]],
+    k 2 -> [[4, 2]], [[7, 5]]."""
+    n, m = ids.shape
+    out_i = np.full((n, k), -1, dtype=np.int64)
+    out_s = np.full((n, k), -np.inf, dtype=np.float32)
+    lengths = np.zeros(n, dtype=np.int64)
+    for r in prange(n):
+        order = np.argsort(-scores[r], kind="mergesort")
+        seen = np.empty(m, dtype=np.int64)
+        n_seen = 0
+        o = 0
+        for j in range(m):
+            if o >= k:
+                break
+            item = ids[r, order[j]]
+            if item < 0:
+                continue
+            dup = False
+            for t in range(n_seen):
+                if seen[t] == item:
+                    dup = True
+                    break
+            if dup:
+                continue
+            seen[n_seen] = item
+            n_seen += 1
+            out_i[r, o] = item
+            out_s[r, o] = scores[r, order[j]]
+            o += 1
+        lengths[r] = o
+    return out_i, out_s, lengths
