@@ -162,7 +162,7 @@ def take_top(top_nodes: np.ndarray, top_scores: np.ndarray, top_len: np.ndarray,
     return nodes, scores, lengths
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, fastmath=True)
 def dot_pairs(user_emb: np.ndarray, item_emb: np.ndarray, users: np.ndarray, items: np.ndarray) -> np.ndarray:
     """Inner products of (user, item) pairs: U [[1,2]], I [[3,4],[5,6]], pairs (0,1) -> [17]."""
     out = np.empty(users.shape[0], dtype=np.float32)
