@@ -51,8 +51,6 @@ from rectool.retrieval.formats import ITEM_ID, METRICS_KIND, UserLists, int_colu
 MissingUsers = Literal["error", "zero"]
 BASE_COLUMNS = ["precision", "recall", "f_measure", "hit_rate", "ndcg", "mrr", "coverage", "distinct_items"]
 BRUTE_COLUMNS = ["recall_brute", "recall_delta", "coverage_brute"]
-SHORT = {"precision": "prec", "f_measure": "F", "hit_rate": "hit", "coverage": "cov", "distinct_items": "items",
-         "recall_brute": "recall_bf", "recall_delta": "Δrecall", "coverage_brute": "cov_bf"}
 
 
 def parse_k_list(text: str | Sequence[int]) -> list[int]:
@@ -221,6 +219,6 @@ def evaluate_topk(recall_path: str | os.PathLike[str], truth_path: str | os.Path
         write_meta(tmp, kind=METRICS_KIND, inputs=inputs, rows=len(result["k_list"]), k_list=result["k_list"],
                    users=result["users"], files=["metrics.json", "metrics.csv"] + (["recall_at_k.png"] if plot else []))
     console.table(f"eval-topk: {result['users']:,} users, catalogue {result['catalog_items']:,}",
-                  ["K", *(SHORT.get(c, c) for c in columns)],
-                  [[k, *(result["metrics"][str(k)][c] for c in columns)] for k in result["k_list"]])
+                  ["measure", *(f"@{k}" for k in result["k_list"])],
+                  [[c, *(result["metrics"][str(k)][c] for k in result["k_list"])] for c in columns])
     return result
