@@ -14,7 +14,7 @@ from typing import Annotated
 import typer
 
 from rectool import __version__
-from rectool.cli import ingest, ranking, train
+from rectool.cli import ingest, ranking, retrieval, train
 from rectool.cli import tree as tree_cli
 from rectool.errors import EXIT_INTERRUPTED, EXIT_USER_ERROR, UserError, debug_enabled
 
@@ -89,6 +89,13 @@ tree = typer.Typer(help="TDM trees: build the initial tree or a learnt one from 
 app.add_typer(tree, name="tree")
 command(tree, "init")(tree_cli.init)
 command(tree, "cluster")(tree_cli.cluster)
+
+hnsw = typer.Typer(help="HNSW indexes over item embeddings: build one, extract its graph.", no_args_is_help=True,
+                   rich_markup_mode=None)
+app.add_typer(hnsw, name="hnsw")
+command(hnsw, "build")(retrieval.hnsw_build)
+command(hnsw, "graph")(retrieval.hnsw_graph)
+command(app, "eval-topk")(retrieval.eval_topk)
 
 
 def main() -> None:

@@ -1,0 +1,86 @@
+"""CLI for retrieval tools: ``hnsw build``, ``hnsw graph`` and ``eval-topk``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from rectool import console
+from rectool.cli.options import OutputOpt, OverwriteOpt, QuietOpt, SeedOpt
+
+
+def hnsw_build(
+    input: Annotated[str, typer.Option("--input", "-i", help="Embedding table: item_id, item_emb (dir/file/glob).")],
+    output: OutputOpt,
+    embedding_field: Annotated[str, typer.Option(help="Column of the embeddings.")] = "item_emb",
+    id_field: Annotated[str, typer.Option(help="Column of the item ids.")] = "item_id",
+    space: Annotated[str | None, typer.Option(help="ip (inner product), l2 or cosine [ip; --add-to: the index's].")]
+    = None,
+    m: Annotated[int | None, typer.Option("--m", help="HNSW M: links per node [16; --add-to: the index's].")] = None,
+    ef_construction: Annotated[int | None, typer.Option(help="efConstruction [200; --add-to: the index's].")] = None,
+    threads: Annotated[int, typer.Option(help="Build threads (0: all cores).")] = 0,
+    add_to: Annotated[Path | None, typer.Option(help="Existing index directory: write old + new items to --output.")]
+    = None,
+    batch_size: Annotated[int, typer.Option(help="Rows read and added per batch.")] = 65_536,
+    seed: SeedOpt = 100,
+    overwrite: OverwriteOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Build an hnswlib index over an embedding table (or add items to an existing one)."""
+    from rectool.retrieval.hnsw import build_index
+
+    console.set_quiet(quiet)
+    summary = build_index(input, output, embedding_field=embedding_field, id_field=id_field,
+                          space=space, m=m, ef_construction=ef_construction,  # type: ignore[arg-type]
+                          threads=threads, add_to=add_to, overwrite=overwrite, batch_size=batch_size, seed=seed)
+    console.summary("hnsw build", {"output": str(output), **summary})
+    console.emit_path(output)
+
+
+def hnsw_graph(
+    index: Annotated[Path, typer.Option("--index", help="Index directory written by hnsw build.")],
+    output: OutputOpt,
+    levels: Annotated[str, typer.Option(help="Levels whose neighbour lists to extract, e.g. 0,1.")] = "0,1",
+    overwrite: OverwriteOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Extract the HNSW graph (levels, CSR neighbour lists, enter points) for NANN search."""
+    from rectool.retrieval.graph import graph_from_index
+
+    console.set_quiet(quiet)
+    summary = graph_from_index(index, output, levels, overwrite)
+    console.summary("hnsw graph", {"output": str(output), **{k: v for k, v in summary.items() if k != "levels"},
+                                   "levels": ",".join(str(x) for x in summary["levels"])})
+    console.emit_path(output)
+
+
+def eval_topk(
+    recall_path: Annotated[str, typer.Option(help="Recall file: user_id, item_ids, scores (best first).")],
+    truth_path: Annotated[str, typer.Option(help="Truth table: user_id, item_ids (or long form user_id, item_id).")],
+    output: OutputOpt,
+    k_list: Annotated[str, typer.Option(help="Cut-offs K, comma-separated.")] = "10,20,50,200",
+    brute_path: Annotated[str | None, typer.Option(help="Exact-search recall file for the same users: adds "
+                                                        "recall-delta and coverage of its top-K.")] = None,
+    items: Annotated[str | None, typer.Option(help="Item table (item_id) giving the catalogue for coverage.")]
+    = None,
+    n_items: Annotated[int | None, typer.Option(help="Catalogue size for coverage (instead of --items).")] = None,
+    missing_users: Annotated[str, typer.Option(help="Truth users absent from the recall file: error, or zero "
+                                                    "(count them with an empty list).")] = "error",
+    plot: Annotated[bool, typer.Option("--plot", help="Also write recall_at_k.png (recall@K against K).")] = False,
+    overwrite: OverwriteOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Precision, recall, F-measure, hit rate, NDCG, MRR and coverage at several K."""
+    from rectool.retrieval.metrics import evaluate_topk
+
+    console.set_quiet(quiet)
+    result = evaluate_topk(recall_path, truth_path, output, k_list=k_list, brute_path=brute_path, n_items=n_items,
+                           items=items, missing_users=missing_users, plot=plot,  # type: ignore[arg-type]
+                           overwrite=overwrite)
+    rows = {"output": str(output), "users": result["users"], "catalogue": result["catalog_items"]}
+    if "mean_items_scored" in result:
+        rows["share scored"] = result["share_scored"]
+    console.summary("eval-topk", rows)
+    console.emit_path(output)

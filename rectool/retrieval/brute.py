@@ -1,0 +1,121 @@
+"""Exact top-K: score every item for every user, in blocks, with flat memory.
+
+Two entry points, one selection kernel (``kernels.topk_update``: per-user min-heaps of
+size k fed block by block, skipping excluded items; the exact top-k under score desc,
+then item row asc):
+
+``brute_search_dot(queries, items, k, space=...)``
+    dense embeddings (two-tower ``retrieve --method brute``): a (users x items) block of
+    scores per matrix product. Scores are those of ``hnsw_search`` for the same space
+    (inner product, cosine, or minus the squared L2 distance), so the two compare.
+``brute_search(scorer, n_users, n_items, k)``
+    any pairwise model through the NANN scorer callback
+    ``scorer(user_index int64[], item_row int64[]) -> float32[]`` over flat pairs (at
+    most ``max_pairs`` per call): NANN's "recall-all" with the same model.
+
+Both return a ``TopK`` of item ids (``item_ids[row]``, or the rows themselves) with
+``n_scored`` = the items scored per user.
+
+Example::
+
+    topk = brute_search_dot(user_emb, item_emb, k=200, item_ids=ids, exclude=history)
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from rectool.errors import UserError
+from rectool.retrieval import kernels
+from rectool.retrieval.formats import IdMap, Ragged, TopK, no_exclusion
+from rectool.retrieval.nann_search import Scorer, maybe_progress
+
+
+class _Heaps:
+    """Running top-k of a batch of users."""
+
+    def __init__(self, n: int, k: int) -> None:
+        self.scores = np.full((n, k), -np.inf, dtype=np.float32)
+        self.rows = np.full((n, k), -1, dtype=np.int64)
+        self.count = np.zeros(n, dtype=np.int64)
+
+    def finish(self, item_ids: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        kernels.heap_sorted(self.scores, self.rows, self.count)
+        valid = np.arange(self.rows.shape[1]) < self.count[:, None]
+        ids = self.rows if item_ids is None else item_ids[np.maximum(self.rows, 0)]
+        return np.where(valid, ids, -1), np.where(valid, self.scores, -np.inf), self.count
+
+
+def _exclusion_rows(exclude: Ragged | None, n_users: int, n_items: int, item_ids: np.ndarray | None) -> Ragged:
+    if exclude is None:
+        return no_exclusion(n_users)
+    if len(exclude) != n_users:
+        raise ValueError(f"{len(exclude)} exclusion lists for {n_users} users")
+    return IdMap(item_ids if item_ids is not None else np.arange(n_items)).rows_ragged(exclude)
+
+
+def _prepare(x: np.ndarray, space: str) -> np.ndarray:
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    if space == "cosine":
+        x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), np.float32(1e-30))
+    return x
+
+
+def brute_search_dot(queries: np.ndarray, items: np.ndarray, k: int, *, space: str = "ip",
+                     item_ids: np.ndarray | None = None, exclude: Ragged | None = None,
+                     user_batch: int = 1024, item_block: int = 32_768, progress: bool = True) -> TopK:
+    """Exact top-``k`` items per query by inner product (``ip``), cosine or L2 (``-|q - x|^2``)."""
+    if space not in ("ip", "l2", "cosine"):
+        raise UserError(f"space {space}: choose ip, l2 or cosine")
+    q, x = _prepare(queries, space), _prepare(items, space)
+    if q.ndim != 2 or x.ndim != 2 or q.shape[1] != x.shape[1]:
+        raise UserError(f"query embeddings {q.shape} and item embeddings {x.shape} differ in dimension; use the "
+                        "user and item towers of one model")
+    n, n_items = q.shape[0], x.shape[0]
+    k = min(k, n_items)
+    excl = _exclusion_rows(exclude, n, n_items, item_ids)
+    x_sq = np.einsum("ij,ij->i", x, x) if space == "l2" else None
+    out = np.full((n, k), -1, dtype=np.int64), np.full((n, k), -np.inf, dtype=np.float32), np.zeros(n, np.int64)
+    with maybe_progress(progress, "exact search", n) as bar:
+        for start in range(0, n, user_batch):
+            stop = min(n, start + user_batch)
+            heaps = _Heaps(stop - start, k)
+            sub = excl.slice(start, stop)
+            q_sq = np.einsum("ij,ij->i", q[start:stop], q[start:stop])[:, None] if x_sq is not None else None
+            for lo in range(0, n_items, item_block):
+                hi = min(n_items, lo + item_block)
+                block = q[start:stop] @ x[lo:hi].T
+                if x_sq is not None:
+                    block = np.float32(2.0) * block - x_sq[lo:hi][None, :] - q_sq
+                kernels.topk_update(block, lo, heaps.scores, heaps.rows, heaps.count, sub.offsets, sub.values)
+            for target, value in zip(out, heaps.finish(item_ids), strict=True):
+                target[start:stop] = value
+            bar.advance(stop - start)
+    return TopK(out[0], out[1], out[2], np.full(n, n_items, dtype=np.int64))
+
+
+def brute_search(scorer: Scorer, n_users: int, n_items: int, k: int, *, item_ids: np.ndarray | None = None,
+                 exclude: Ragged | None = None, max_pairs: int = 1 << 22, progress: bool = True) -> TopK:
+    """Exact top-``k`` per user by scoring all ``n_items`` rows with a pairwise scorer."""
+    k = min(k, n_items)
+    excl = _exclusion_rows(exclude, n_users, n_items, item_ids)
+    block = max(1, min(n_items, max_pairs))
+    users_per_call = max(1, max_pairs // block)
+    out = (np.full((n_users, k), -1, dtype=np.int64), np.full((n_users, k), -np.inf, dtype=np.float32),
+           np.zeros(n_users, np.int64))
+    with maybe_progress(progress, "exact search", n_users) as bar:
+        for start in range(0, n_users, users_per_call):
+            stop = min(n_users, start + users_per_call)
+            heaps = _Heaps(stop - start, k)
+            sub = excl.slice(start, stop)
+            for lo in range(0, n_items, block):
+                hi = min(n_items, lo + block)
+                users = np.repeat(np.arange(start, stop, dtype=np.int64), hi - lo)
+                rows = np.tile(np.arange(lo, hi, dtype=np.int64), stop - start)
+                scores = np.asarray(scorer(users, rows), dtype=np.float32).reshape(stop - start, hi - lo)
+                kernels.topk_update(scores, lo, heaps.scores, heaps.rows, heaps.count, sub.offsets, sub.values)
+            for target, value in zip(out, heaps.finish(item_ids), strict=True):
+                target[start:stop] = value
+            bar.advance(stop - start)
+    return TopK(out[0], out[1], out[2], np.full(n_users, n_items, dtype=np.int64))
+

@@ -1,0 +1,145 @@
+"""Exact top-K: per-row min-heaps fed block by block, and exclusion filters."""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from rectool.retrieval.kernels.lists import contains_sorted
+
+
+@njit(cache=True)
+def _sift_down(heap_s: np.ndarray, heap_i: np.ndarray, n: int, pos: int) -> None:
+    """Restore the min-heap (by score; on ties the larger index is nearer the root) below ``pos``."""
+    while True:
+        left = 2 * pos + 1
+        if left >= n:
+            return
+        child = left
+        right = left + 1
+        if right < n and (heap_s[right] < heap_s[left] or
+                          (heap_s[right] == heap_s[left] and heap_i[right] > heap_i[left])):
+            child = right
+        if heap_s[child] < heap_s[pos] or (heap_s[child] == heap_s[pos] and heap_i[child] > heap_i[pos]):
+            heap_s[child], heap_s[pos] = heap_s[pos], heap_s[child]
+            heap_i[child], heap_i[pos] = heap_i[pos], heap_i[child]
+            pos = child
+        else:
+            return
+
+
+@njit(cache=True, parallel=True)
+def topk_update(scores: np.ndarray, col_offset: int, heap_s: np.ndarray, heap_i: np.ndarray, heap_n: np.ndarray,
+                excl_offsets: np.ndarray, excl_sorted: np.ndarray) -> None:
+    """Fold a block of scores (rows = users, columns = items ``col_offset + j``) into
+    per-row min-heaps of size k, skipping each row's excluded columns and NaN.
+
+    On equal scores the smaller column wins, so the result is the exact top-k under
+    (score desc, column asc), whatever the blocking. Finish with ``heap_sorted``.
+    """
+    k = heap_s.shape[1]
+    for r in prange(scores.shape[0]):
+        excl = excl_sorted[excl_offsets[r]:excl_offsets[r + 1]]
+        n = heap_n[r]
+        hs = heap_s[r]
+        hi = heap_i[r]
+        for j in range(scores.shape[1]):
+            s = scores[r, j]
+            if n == k and s <= hs[0]:
+                continue
+            if s != s:  # NaN passes the test above and never enters
+                continue
+            col = col_offset + j
+            if excl.shape[0] > 0 and contains_sorted(excl, col):
+                continue
+            if n < k:  # sift up
+                pos = n
+                hs[pos] = s
+                hi[pos] = col
+                n += 1
+                while pos > 0:
+                    parent = (pos - 1) >> 1
+                    if hs[pos] < hs[parent] or (hs[pos] == hs[parent] and hi[pos] > hi[parent]):
+                        hs[pos], hs[parent] = hs[parent], hs[pos]
+                        hi[pos], hi[parent] = hi[parent], hi[pos]
+                        pos = parent
+                    else:
+                        break
+            else:
+                hs[0] = s
+                hi[0] = col
+                _sift_down(hs, hi, n, 0)
+        heap_n[r] = n
+
+
+@njit(cache=True)
+def heap_sorted(heap_s: np.ndarray, heap_i: np.ndarray, heap_n: np.ndarray) -> None:
+    """Sort each row's heap in place, best first (score desc, then column asc)."""
+    for r in range(heap_s.shape[0]):
+        n = heap_n[r]
+        order = np.argsort(heap_i[r, :n])
+        s = heap_s[r, :n][order]
+        i = heap_i[r, :n][order]
+        order = np.argsort(-s, kind="mergesort")
+        heap_s[r, :n] = s[order]
+        heap_i[r, :n] = i[order]
+
+
+@njit(cache=True)
+def filter_rows(labels: np.ndarray, scores: np.ndarray, k: int, excl_offsets: np.ndarray,
+                excl_sorted: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The first ``k`` labels per row that are not excluded (negative labels end a row).
+    Labels [[3, 1, 2]], k 2, exclude [[1]] -> [[3, 2]]."""
+    n = labels.shape[0]
+    out_l = np.full((n, k), -1, dtype=np.int64)
+    out_s = np.full((n, k), -np.inf, dtype=np.float32)
+    lengths = np.zeros(n, dtype=np.int64)
+    for r in range(n):
+        excl = excl_sorted[excl_offsets[r]:excl_offsets[r + 1]]
+        o = 0
+        for j in range(labels.shape[1]):
+            if o >= k or labels[r, j] < 0:
+                break
+            if excl.shape[0] > 0 and contains_sorted(excl, labels[r, j]):
+                continue
+            out_l[r, o] = labels[r, j]
+            out_s[r, o] = scores[r, j]
+            o += 1
+        lengths[r] = o
+    return out_l, out_s, lengths
+
+
+@njit(cache=True, parallel=True)
+def union_rows(ids: np.ndarray, scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per row: ids (negative = padding) de-duplicated keeping each id's best score, the
+    best ``k`` by score desc (ties: first seen first). Ids [[4, 2, 4]], scores [[1, 5, 7]],
+    k 2 -> [[4, 2]], [[7, 5]]."""
+    n, m = ids.shape
+    out_i = np.full((n, k), -1, dtype=np.int64)
+    out_s = np.full((n, k), -np.inf, dtype=np.float32)
+    lengths = np.zeros(n, dtype=np.int64)
+    for r in prange(n):
+        order = np.argsort(-scores[r], kind="mergesort")
+        seen = np.empty(m, dtype=np.int64)
+        n_seen = 0
+        o = 0
+        for j in range(m):
+            if o >= k:
+                break
+            item = ids[r, order[j]]
+            if item < 0:
+                continue
+            dup = False
+            for t in range(n_seen):
+                if seen[t] == item:
+                    dup = True
+                    break
+            if dup:
+                continue
+            seen[n_seen] = item
+            n_seen += 1
+            out_i[r, o] = item
+            out_s[r, o] = scores[r, order[j]]
+            o += 1
+        lengths[r] = o
+    return out_i, out_s, lengths
