@@ -43,6 +43,9 @@ def train(
         raise UserError("--nproc must be at least 1")
     if nproc > 1 and "WORLD_SIZE" not in os.environ:
         _check_data(cfg)  # user errors in one line here, before any worker starts
+        from rectool.train.inputs import warm_kernels
+
+        warm_kernels()
         sys.exit(_launch(nproc, config, set_ or [], device, resume, quiet))
     from rectool.train.trainer import train as run_train
 

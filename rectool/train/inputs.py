@@ -197,3 +197,10 @@ def to_tensors(data: pa.Table | pa.RecordBatch, spec: InputSpec, source: str = "
         w = _plain(data.column(spec.weight)).fill_null(1.0)
         out["weight"] = _tensor(np.asarray(w.to_numpy(zero_copy_only=False), dtype=np.float32))
     return out
+
+
+def warm_kernels() -> None:
+    """Compile (or load from the cache) this module's numba kernels once, before worker processes start:
+    several processes compiling the same kernel at once can corrupt numba's on-disk cache."""
+    pad_lists(np.zeros(2, np.int64), np.zeros(1, np.int64), 1, True)
+    hash_strings(["warm"])
