@@ -105,7 +105,7 @@ class Bucketize(nn.Module):
         self.register_buffer("boundaries", torch.tensor(boundaries, dtype=torch.float32))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.bucketize(x, self.boundaries, right=True)
+        return torch.bucketize(x.contiguous(), self.boundaries, right=True)
 
 
 class Cross(nn.Module):
