@@ -75,3 +75,25 @@ def test_bad_inputs(files, cli):
         submit(files / "2d.parquet", files / "item.csv", files / "y.tsv")
     with pytest.raises(UserError, match="--topk 0"):
         submit(files / "pred.parquet", files / "item.csv", files / "y.tsv", topk=0)
+
+
+def test_settings_from_an_eval_scan(files, cli):
+    """The eval day's best cut-off applied to another day, for submit and for eval-f1."""
+    (files / "truth.csv").write_text("user_id,item_id\n1,1\n2,9\n")
+    cli("eval-f1", "--pred-path", files / "pred.parquet", "--label-path", files / "truth.csv",
+        "--topk-list", "1,2,4", "--output", files / "scan")
+    cli("submit", "--pred-path", files / "pred.parquet", "--item-subset-path", files / "item.csv",
+        "--output", files / "sub.tsv", "--settings-from", files / "scan")
+    assert _lines(files / "sub.tsv") == ["1\t1", "2\t1"], "the scan's best top-K is 2"
+    cli("submit", "--pred-path", files / "pred.parquet", "--item-subset-path", files / "item.csv",
+        "--output", files / "sub1.tsv", "--settings-from", files / "scan", "--topk", "1")
+    assert _lines(files / "sub1.tsv") == ["1\t1"], "an explicit flag wins"
+    res = cli("eval-f1", "--pred-path", files / "pred.parquet", "--label-path", files / "truth.csv",
+              "--settings-from", files / "scan", "--output", files / "again")
+    import json
+
+    meta = json.loads((files / "again" / "_meta.json").read_text())
+    assert meta["rows"] == 1 and meta["best"]["topk"] == 2 and "eval-f1" in res.stderr
+    res = cli("submit", "--pred-path", files / "pred.parquet", "--item-subset-path", files / "item.csv",
+              "--output", files / "x.tsv", "--settings-from", files / "item.csv", expect=2)
+    assert "--settings-from" in res.stderr

@@ -139,17 +139,24 @@ def eval_f1(
                                                                             "e.g. 1,2,5.")] = None,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Directory for scan.csv, scan.parquet and "
                                                                        "the plot.")] = None,
+    settings_from: Annotated[Path | None, typer.Option(
+        "--settings-from", help="An eval-f1 output: score only its best row's top-K, threshold and per-user cap "
+                                "(e.g. chosen on the eval day, applied to the target day).")] = None,
     overwrite: OverwriteOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
     """The competition's F1 over a top-K x threshold (x per-user cap) scan."""
+    from rectool.ranking.f1 import best_settings, parse_caps, parse_floats, parse_topks
     from rectool.ranking.f1 import eval_f1 as run_eval
-    from rectool.ranking.f1 import parse_caps, parse_floats, parse_topks
 
     console.set_quiet(quiet)
-    result = run_eval(pred_path, label_path, topks=parse_topks(topk_list),
-                      thresholds=parse_floats(threshold_list, "--threshold-list"), caps=parse_caps(max_per_user),
-                      output=output, overwrite=overwrite)
+    topks, thresholds = parse_topks(topk_list), parse_floats(threshold_list, "--threshold-list")
+    caps = parse_caps(max_per_user)
+    if settings_from is not None:
+        best = best_settings(settings_from)
+        topks, thresholds, caps = [best["topk"]], [best["threshold"]], [best["max_entries_per_user"]]
+    result = run_eval(pred_path, label_path, topks=topks, thresholds=thresholds, caps=caps, output=output,
+                      overwrite=overwrite)
     console.summary("eval-f1", result)
     if output is not None:
         console.emit_path(output)
@@ -166,6 +173,9 @@ def submit(
                                                                                            "best pairs.")] = None,
     format: Annotated[str, typer.Option("--format", help="tsv (no header) or csv (header user_id,item_id).")]
     = "tsv",
+    settings_from: Annotated[Path | None, typer.Option(
+        "--settings-from", help="An eval-f1 output: take top-K, threshold and per-user cap from its best row.")]
+    = None,
     overwrite: OverwriteOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -174,6 +184,7 @@ def submit(
 
     console.set_quiet(quiet)
     result = run_submit(pred_path, item_subset_path, output, threshold=threshold, topk=topk,
-                        max_entries_per_user=max_entries_per_user, fmt=format, overwrite=overwrite)  # type: ignore
+                        max_entries_per_user=max_entries_per_user, fmt=format, overwrite=overwrite,  # type: ignore
+                        settings_from=settings_from)
     console.summary("submit", result)
     console.emit_path(output)

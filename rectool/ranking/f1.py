@@ -222,6 +222,19 @@ def eval_f1(pred_path: str | os.PathLike[str], label_path: str | os.PathLike[str
     return summary
 
 
+def best_settings(scan_dir: str | os.PathLike[str]) -> dict:
+    """top-K, threshold and per-user cap of the best row of an ``eval-f1`` output (its ``_meta.json``)."""
+    from rectool.artifacts import check_kind, read_meta
+
+    check_kind(scan_dir, "f1-scan", "--settings-from")
+    meta = read_meta(scan_dir)
+    if meta is None or not isinstance(meta.get("best"), dict):
+        raise UserError(f"--settings-from {scan_dir}: not an eval-f1 output directory (no best row in _meta.json)")
+    best = meta["best"]
+    return {"topk": best.get("topk"), "threshold": best.get("threshold"),
+            "max_entries_per_user": best.get("max_per_user")}
+
+
 def parse_topks(text: str) -> list[int | None] | None:
     """``"auto"`` -> None (chosen from the label count); ``"500,1000,all"`` -> [500, 1000, None]."""
     if text.strip().lower() == "auto":

@@ -5,6 +5,9 @@ Inputs
     glob or ``-``); ``--item-subset-path``: the item subset P (the items dataset from
     ``convert`` or the raw item file).
 
+``--settings-from DIR`` takes the top-K, threshold and per-user cap of the best row of an
+``eval-f1`` scan (the eval day's, say); explicit flags win.
+
 Steps, in order: keep items in P; deduplicate pairs (highest score); keep ``score >=
 --threshold``; keep each user's ``--max-entries-per-user`` best pairs (ties by item_id);
 keep the global ``--topk`` best pairs (ties by user_id, item_id); sort by score.
@@ -32,6 +35,7 @@ import pyarrow.csv as pacsv
 from rectool.artifacts import atomic_file
 from rectool.errors import UserError
 from rectool.ranking.common import quiet_duckdb, read_item_subset
+from rectool.ranking.f1 import best_settings
 from rectool.ranking.predictions import days_of, read_predictions
 
 Format = Literal["tsv", "csv"]
@@ -39,8 +43,19 @@ Format = Literal["tsv", "csv"]
 
 def submit(pred_path: str | os.PathLike[str], item_subset_path: str | os.PathLike[str],
            output: str | os.PathLike[str], threshold: float | None = None, topk: int | None = None,
-           max_entries_per_user: int | None = None, fmt: Format = "tsv", overwrite: bool = False) -> dict:
-    """Write the submission file; returns the counts of every step."""
+           max_entries_per_user: int | None = None, fmt: Format = "tsv", overwrite: bool = False,
+           settings_from: str | os.PathLike[str] | None = None) -> dict:
+    """Write the submission file; returns the counts of every step.
+
+    ``settings_from``: an ``eval-f1`` output whose best row gives the top-K, threshold and per-user
+    cap (e.g. the scan of the eval day); explicit arguments take precedence.
+    """
+    if settings_from is not None:
+        best = best_settings(settings_from)
+        topk = topk if topk is not None else best["topk"]
+        threshold = threshold if threshold is not None else best["threshold"]
+        max_entries_per_user = max_entries_per_user if max_entries_per_user is not None \
+            else best["max_entries_per_user"]
     if fmt not in ("tsv", "csv"):
         raise UserError(f"--format {fmt}: choose tsv or csv")
     if topk is not None and topk < 1:
@@ -80,7 +95,8 @@ def submit(pred_path: str | os.PathLike[str], item_subset_path: str | os.PathLik
         opts = pacsv.WriteOptions(include_header=False, delimiter="\t" if fmt == "tsv" else ",",
                                   quoting_style="none")
         pacsv.write_csv(final, fh, write_options=opts)
-    return {"prediction rows": pred.num_rows, "rows with item in P": n_in_p, "distinct pairs": n_pairs,
+    return {"top-K": topk if topk is not None else "all",
+            "prediction rows": pred.num_rows, "rows with item in P": n_in_p, "distinct pairs": n_pairs,
             "score >= threshold": n_kept, "after per-user cap": n_capped, "written": final.num_rows,
             "users": len(set(final["user_id"].to_pylist())),
             "day": ", ".join(sorted(map(str, days or ()))) or "-", "format": fmt, "output": os.fspath(output)}
