@@ -56,39 +56,75 @@ def features(
 
 def dataset(
     events: EventsOpt,
-    features: Annotated[Path, typer.Option("--features", help="Feature tables written by `rectool features`.")],
     output: OutputOpt,
-    task: Annotated[str, typer.Option("--task", help="ranking: (user, item) candidates with purchase labels.")]
+    features: Annotated[Path | None, typer.Option("--features", help="ranking: feature tables written by "
+                                                                     "`rectool features`.")] = None,
+    task: Annotated[str, typer.Option("--task", help="ranking: (user, item) candidates with purchase labels; "
+                                                     "next-item: history -> next item, with test inputs and truth.")]
     = "ranking",
     items: ItemsOpt = None,
-    label_days: Annotated[str | None, typer.Option("--label-days", help="Labelled days YYYY-MM-DD, comma-separated "
-                                                                        "[the last two days of the log].")] = None,
-    predict_day: Annotated[str | None, typer.Option("--predict-day", help="Unlabelled target day, or 'none' [the day "
-                                                                          "after the log].")] = None,
-    candidate_days: Annotated[int, typer.Option("--candidate-days", help="Candidates: pairs with an action in the "
-                                                                         "K days before the day.")] = 3,
-    neg_ratio: Annotated[float, typer.Option("--neg-ratio", help="Keep about R negatives per positive in train "
-                                                                 "(0 keeps all).")] = 0.0,
-    split: Annotated[str, typer.Option("--split", help="last-day: last label day is eval; user-hash: a hashed "
-                                                       "share of users is eval.")] = "last-day",
-    eval_fraction: Annotated[float, typer.Option("--eval-fraction", help="Share of users in eval (user-hash).")]
-    = 0.2,
+    label_days: Annotated[str | None, typer.Option("--label-days", help="ranking: labelled days YYYY-MM-DD, "
+                                                                        "comma-separated [the last two days of "
+                                                                        "the log].")] = None,
+    predict_day: Annotated[str | None, typer.Option("--predict-day", help="ranking: unlabelled target day, or "
+                                                                          "'none' [the day after the log].")] = None,
+    candidate_days: Annotated[int, typer.Option("--candidate-days", help="ranking: candidates are pairs with an "
+                                                                         "action in the K days before the day.")] = 3,
+    neg_ratio: Annotated[float, typer.Option("--neg-ratio", help="ranking: keep about R negatives per positive in "
+                                                                 "train (0 keeps all).")] = 0.0,
+    split: Annotated[str, typer.Option("--split", help="ranking: last-day (last label day is eval) or user-hash "
+                                                       "(a hashed share of users is eval).")] = "last-day",
+    eval_fraction: Annotated[float, typer.Option("--eval-fraction", help="ranking: share of users in eval "
+                                                                         "(user-hash).")] = 0.2,
+    sequences: Annotated[bool, typer.Option("--sequences/--no-sequences", help="ranking: include the per-user last "
+                                                                               "items and categories lists.")] = True,
+    protocol: Annotated[str, typer.Option("--protocol", help="next-item: user-split (TDM/JTM), leave-one-out, or "
+                                                             "given (with --test-events).")] = "user-split",
+    test_events: Annotated[str | None, typer.Option("--test-events", help="next-item, protocol given: the test "
+                                                                          "interactions (events dataset).")] = None,
+    min_behaviors: Annotated[int, typer.Option("--min-behaviors", help="next-item: users with fewer behaviours "
+                                                                       "are dropped.")] = 10,
+    n_test: Annotated[int, typer.Option("--n-test", help="next-item, user-split: test users.")] = 10_000,
+    n_valid: Annotated[int, typer.Option("--n-valid", help="next-item: validation users (user-split), or 1 to hold "
+                                                           "out a validation item (leave-one-out).")] = 10_000,
+    max_history: Annotated[int, typer.Option("--max-history", help="next-item: history length kept (most recent "
+                                                                   "last).")] = 50,
+    targets: Annotated[str, typer.Option("--targets", help="next-item: all (every position is a target) or last.")]
+    = "all",
+    behaviors: Annotated[str | None, typer.Option("--behaviors", help="next-item: keep only these behaviours "
+                                                                      "(1-4, comma-separated).")] = None,
+    exclude_behaviors: Annotated[str | None, typer.Option(
+        "--exclude-behaviors", help="next-item: seen_item_ids (what retrieval leaves out) holds only input items "
+                                    "of these behaviours [all].")] = None,
     seed: SeedOpt = 2014,
-    sequences: Annotated[bool, typer.Option("--sequences/--no-sequences", help="Include the per-user last items "
-                                                                               "and categories lists.")] = True,
     threads: ThreadsOpt = None,
     memory_limit: MemoryOpt = "2GB",
     temp_dir: TempDirOpt = None,
     overwrite: OverwriteOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
-    """Training, evaluation and prediction samples: candidates, labels and features joined."""
+    """Samples for a task: ranking (candidates, labels, features) or next-item (sequences, test inputs, truth)."""
+    console.set_quiet(quiet)
+    if task == "next-item":
+        from rectool.retrieval.sequences import build_next_item
+
+        if targets not in ("all", "last"):
+            raise UserError(f"--targets {targets}: choose all or last")
+        result = build_next_item(str(events), output, protocol=protocol, test_events=test_events,  # type: ignore
+                                 min_behaviors=min_behaviors, n_test=n_test, n_valid=n_valid, max_history=max_history,
+                                 targets=targets, behaviors=_ints(behaviors, "--behaviors"),  # type: ignore
+                                 exclude_behaviors=_ints(exclude_behaviors, "--exclude-behaviors"), seed=seed,
+                                 threads=threads, memory_limit=memory_limit, temp_dir=temp_dir, overwrite=overwrite)
+        console.summary("dataset (next-item)", result)
+        console.emit_path(output)
+        return
     from rectool.ranking.common import parse_day, parse_days
     from rectool.ranking.dataset import build_dataset
 
-    console.set_quiet(quiet)
     if task != "ranking":
-        raise UserError(f"--task {task}: only 'ranking' is available")
+        raise UserError(f"--task {task}: choose ranking or next-item")
+    if features is None:
+        raise UserError("--features is required for --task ranking (the output of rectool features)")
     if split not in ("last-day", "user-hash"):
         raise UserError(f"--split {split}: choose last-day or user-hash")
     target = "default" if predict_day is None else (None if predict_day.strip().lower() == "none"
@@ -103,23 +139,66 @@ def dataset(
     console.emit_path(output)
 
 
+def _ints(text: str | None, flag: str) -> list[int] | None:
+    if not text:
+        return None
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError as exc:
+        raise UserError(f"{flag} {text}: give integers separated by commas") from exc
+
+
+RANKING_RULES = ("cart-last-day", "weighted-recency")
+RETRIEVAL_RULES = ("popularity", "item-cf")
+
+
 def baseline(
-    samples: Annotated[Path, typer.Option("--samples", help="A split of `rectool dataset` (e.g. OUT/predict), or "
-                                                            "the dataset folder with --split.")],
-    output: Annotated[Path, typer.Option("--output", "-o", help="Predictions directory, or - for Arrow IPC on "
-                                                                "stdout.")],
-    rule: Annotated[str, typer.Option("--rule", help="cart-last-day (carted on the last day, not bought) or "
-                                                     "weighted-recency (behaviour-weighted recent counts).")]
+    output: Annotated[Path, typer.Option("--output", "-o", help="Predictions (ranking rules; - for Arrow IPC on "
+                                                                "stdout) or recalls (retrieval rules) directory.")],
+    rule: Annotated[str, typer.Option("--rule", help="ranking: cart-last-day (carted on the last day, not bought) or "
+                                                     "weighted-recency; retrieval: popularity or item-cf.")]
     = "cart-last-day",
-    split: Annotated[str | None, typer.Option("--split", help="train, eval or predict, when --samples is the "
-                                                              "dataset folder [predict].")] = None,
+    samples: Annotated[Path | None, typer.Option("--samples", help="ranking: a split of `rectool dataset` (e.g. "
+                                                                   "OUT/predict), or the dataset folder with "
+                                                                   "--split.")] = None,
+    split: Annotated[str | None, typer.Option("--split", help="ranking: train, eval or predict, when --samples is "
+                                                              "the dataset folder [predict].")] = None,
+    train: Annotated[Path | None, typer.Option("--train", help="retrieval: training interactions (events, or a "
+                                                               "table user_id + item_id / item_ids).")] = None,
+    history: Annotated[Path | None, typer.Option("--history", help="retrieval: each query user's items (e.g. "
+                                                                   "test/inputs of a next-item dataset) [--train].")]
+    = None,
+    users: Annotated[Path | None, typer.Option("--users", help="retrieval: whom to recommend for (a table with "
+                                                               "user_id, e.g. test/truth) [every --history user].")]
+    = None,
+    exclude: Annotated[str, typer.Option("--exclude", help="retrieval: history (never recommend a history item), "
+                                                           "none, or a table of items to leave out per user.")]
+    = "history",
+    k: Annotated[int, typer.Option("--k", help="retrieval: items per user.")] = 200,
+    neighbours: Annotated[int, typer.Option("--neighbours", help="item-cf: neighbours kept per item.")] = 200,
+    similarity: Annotated[str, typer.Option("--similarity", help="item-cf: cosine or cooccurrence.")] = "cosine",
     overwrite: OverwriteOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
-    """Score candidates with a named rule, in the prediction schema every model writes."""
+    """Floors every model must beat: ranking rules (prediction schema) or retrieval baselines (recall format)."""
+    console.set_quiet(quiet)
+    if rule in RETRIEVAL_RULES:
+        from rectool.retrieval.baselines import run_baseline as run_retrieval
+
+        if train is None:
+            raise UserError(f"--rule {rule} needs --train (the training interactions)")
+        result = run_retrieval(rule, train, output, history=history, users=users,  # type: ignore[arg-type]
+                               exclude=exclude, k=k, neighbours=neighbours, similarity=similarity,  # type: ignore
+                               overwrite=overwrite)
+        console.summary(f"baseline {rule}", result)
+        console.emit_path(output)
+        return
+    if rule not in RANKING_RULES:
+        raise UserError(f"--rule {rule}: choose one of {', '.join(RANKING_RULES + RETRIEVAL_RULES)}")
+    if samples is None:
+        raise UserError(f"--rule {rule} needs --samples (a split of rectool dataset)")
     from rectool.ranking.baseline import run_baseline
 
-    console.set_quiet(quiet)
     result = run_baseline(samples, output, rule, split=split, overwrite=overwrite)
     console.summary("baseline", result)
     if os.fspath(output) != "-":

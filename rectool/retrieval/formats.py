@@ -346,17 +346,24 @@ def _group(users: np.ndarray, items: np.ndarray) -> UserLists:
     return UserLists(users[starts], Ragged(offsets, items))
 
 
+# list columns that hold a user's items, in order of preference: a truth table, then the
+# test inputs of a next-item dataset (every input item, then the model's history window)
+LIST_COLUMNS = (ITEM_IDS, "seen_item_ids", "hist_item_ids")
+
+
 def read_user_lists(path: str | os.PathLike[str], what: str = "--truth-path") -> UserLists:
-    """A table of item sets per user, in list form (``user_id, item_ids``) or long form
-    (``user_id, item_id``): users sorted, each set sorted and de-duplicated."""
+    """A table of item sets per user, in list form (``user_id, item_ids``; also ``seen_item_ids`` or
+    ``hist_item_ids`` of next-item test inputs) or long form (``user_id, item_id``: events, pairs):
+    users sorted, each set sorted and de-duplicated."""
     ds = open_dataset(path, what)
     source = f"{what} {os.fspath(path)}"
     names = ds.schema.names
     require_columns(ds.schema, [USER_ID], source, f"a truth table has {USER_ID} and {ITEM_IDS} (or {ITEM_ID})")
-    if ITEM_IDS in names:
-        table = ds.to_table(columns=[USER_ID, ITEM_IDS])
+    list_column = next((c for c in LIST_COLUMNS if c in names), None)
+    if list_column is not None:
+        table = ds.to_table(columns=[USER_ID, list_column])
         users = int_column(table[USER_ID], source, USER_ID)
-        lists = _list_column(table[ITEM_IDS], np.int64, source, ITEM_IDS)
+        lists = _list_column(table[list_column], np.int64, source, list_column)
         return _group(np.repeat(users, lists.lengths()), lists.values) if len(users) else \
             UserLists(np.zeros(0, np.int64), Ragged(np.zeros(1, np.int64), np.zeros(0, np.int64)))
     if ITEM_ID in names:

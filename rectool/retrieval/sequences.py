@@ -18,6 +18,8 @@ Outputs (one directory)::
     train/   user_id, hist_item_ids list<int64>, hist_category_ids list<int64>,
              item_id int64 (the target), category_id int64 — one row per target position
              (``targets="all"``: every position after the first; ``"last"``: the last only)
+    train_sequences/  user_id, item_ids list<int64>: each training user's whole training
+             sequence in order (what the baselines learn from)
     test/inputs/  user_id, hist_item_ids, hist_category_ids (last ``max_history``, most recent
                   last), seen_item_ids list<int64> (every input item of the excluded
                   behaviours: what retrieval may leave out)
@@ -213,7 +215,8 @@ def build_next_item(events: str | Sequence[str], output: str | os.PathLike[str],
         bar.advance(1)
         counts["train_samples"] = _copy(con, _train_query("train_seqs", max_history, targets, min_history),
                                         tmp / "train")
-        counts["train_users"] = con.execute("SELECT count(*) FROM train_seqs").fetchone()[0]
+        counts["train_users"] = _copy(con, "SELECT user_id, items AS item_ids FROM train_seqs",
+                                      tmp / "train_sequences")
         bar.advance(1)
         counts["items"] = _copy(con, """SELECT item_id, any_value(category_id) AS category_id, count(*) AS train_count
                                         FROM (SELECT unnest(items) AS item_id, unnest(cats) AS category_id
