@@ -12,9 +12,7 @@ from typer.testing import CliRunner, Result
 from rectool.cli import app
 
 
-@pytest.fixture
-def cli() -> Callable[..., Result]:
-    """``cli("convert", ..., expect=0)`` runs the real Typer app and checks the exit code."""
+def _cli_runner() -> Callable[..., Result]:
     runner = CliRunner()
 
     def run(*args: str | os.PathLike[str], expect: int | None = 0) -> Result:
@@ -25,6 +23,18 @@ def cli() -> Callable[..., Result]:
         return result
 
     return run
+
+
+@pytest.fixture
+def cli() -> Callable[..., Result]:
+    """``cli("convert", ..., expect=0)`` runs the real Typer app and checks the exit code."""
+    return _cli_runner()
+
+
+@pytest.fixture(scope="module")
+def cli_module() -> Callable[..., Result]:
+    """The same runner, for module-scoped fixtures that build artifacts once."""
+    return _cli_runner()
 
 
 @pytest.fixture(scope="session")

@@ -73,7 +73,7 @@ def test_cli_dir_output(hand_ds, tmp_path, cli):
 
 def test_bad_inputs(hand_ds, tmp_path, cli):
     res = cli("baseline", "--samples", hand_ds / "eval", "--rule", "magic", "-o", tmp_path / "x", expect=2)
-    assert "--rule magic: unknown; choose one of cart-last-day, weighted-recency" in res.stderr
+    assert "--rule magic: choose one of cart-last-day, weighted-recency, popularity, item-cf" in res.stderr
     pq.write_table(pa.table({"user_id": [1], "item_id": [2], "label_day": pa.array([D18], pa.date32())}),
                    tmp_path / "s.parquet")
     res = cli("baseline", "--samples", tmp_path / "s.parquet", "-o", tmp_path / "x", expect=2)

@@ -95,6 +95,7 @@ hnsw = typer.Typer(help="HNSW indexes over item embeddings: build one, extract i
 app.add_typer(hnsw, name="hnsw")
 command(hnsw, "build")(retrieval.hnsw_build)
 command(hnsw, "graph")(retrieval.hnsw_graph)
+command(app, "retrieve")(retrieval.retrieve)
 command(app, "eval-topk")(retrieval.eval_topk)
 
 

@@ -108,6 +108,9 @@ def dataset(
     if task == "next-item":
         from rectool.retrieval.sequences import build_next_item
 
+        if features is not None or items is not None:
+            raise UserError("--features and --items are for --task ranking; --task next-item reads only --events "
+                            "(and --test-events)")
         if targets not in ("all", "last"):
             raise UserError(f"--targets {targets}: choose all or last")
         result = build_next_item(str(events), output, protocol=protocol, test_events=test_events,  # type: ignore

@@ -84,3 +84,43 @@ def eval_topk(
         rows["share scored"] = result["share_scored"]
     console.summary("eval-topk", rows)
     console.emit_path(output)
+
+
+def retrieve(
+    method: Annotated[str, typer.Option("--method", help="hnsw, brute, tdm or nann.")],
+    model: Annotated[Path, typer.Option("--model", help="An export: towers (two_tower, mind) or a pair scorer "
+                                                        "(tdm, nann).")],
+    users: Annotated[str, typer.Option("--users", help="Users and the columns the model reads (next-item "
+                                                       "test/inputs).")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Recalls directory to write.")],
+    topk: Annotated[int, typer.Option("--topk", help="Items per user (recall_num).")] = 200,
+    index: Annotated[str | None, typer.Option("--index", help="hnsw / nann: an hnsw build output (nann: or an "
+                                                              "hnsw graph output).")] = None,
+    items: Annotated[str | None, typer.Option("--items", help="brute: the item embedding table (towers) or item "
+                                                              "table (pair scorers).")] = None,
+    tree: Annotated[str | None, typer.Option("--tree", help="tdm: the tree directory.")] = None,
+    ef: Annotated[str | None, typer.Option("--ef", help="hnsw: search ef; nann: ef of levels 2,1,0 "
+                                                        "[100,200,400].")] = None,
+    rounds: Annotated[str | None, typer.Option("--rounds", help="nann: rounds on levels 2,1,0 [1,1,3].")] = None,
+    beam: Annotated[int | None, typer.Option("--beam", help="tdm: nodes kept per level [2 x topk].")] = None,
+    exclude_seen: Annotated[bool, typer.Option("--exclude-seen/--keep-seen", help="Never return the user's "
+                                                                                  "input items.")] = True,
+    exclude_column: Annotated[str | None, typer.Option("--exclude-column", help="List column of items to leave "
+                                                                                "out [seen_item_ids].")] = None,
+    reserved_columns: Annotated[list[str] | None, typer.Option("--reserved-columns", help="User columns copied to "
+                                                                                         "the output.")] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Users per search batch.")] = 256,
+    threads: Annotated[int, typer.Option("--threads", help="hnsw search threads [all cores].")] = 0,
+    overwrite: OverwriteOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Each user's top-K items: HNSW or exact search of user vectors, or TDM / NANN beam search with the model."""
+    from rectool.retrieval.retrieve import retrieve as run_retrieve
+
+    console.set_quiet(quiet)
+    reserved = [c.strip() for v in reserved_columns or [] for c in v.split(",") if c.strip()]
+    result = run_retrieve(method, model, users, output, topk=topk, index=index, items=items, tree=tree,  # type: ignore
+                          ef=ef, rounds=rounds, beam=beam, exclude_seen=exclude_seen, exclude_column=exclude_column,
+                          reserved_columns=reserved, batch_size=batch_size, threads=threads, overwrite=overwrite)
+    console.summary(f"retrieve {method}", result)
+    console.emit_path(output)

@@ -125,7 +125,8 @@ class CandidateModel(Model):
     def export_parts(self) -> list[ExportPart]:
         dim = self.engine.dim_of_table[self.engine.table_of[self.mcfg.candidate]]
         return [ExportPart("scorer", PairScorer(self), self.user_columns + [self.candidate_column],
-                           f"score [B] of each row's user and its {self.candidate_column}"),
+                           f"score [B] of each row's user and its {self.candidate_column}",
+                           candidate=self.candidate_column),
                 ExportPart("item_embedding", CandidateEmbedding(self), [self.candidate_column],
                            f"embeddings [B, {dim}] of {self.candidate_column}")]
 

@@ -158,7 +158,7 @@ class RetrievalModel(Model):
         return self.item_vectors(p), cols[self.mcfg.item_id], self.neg_logq[idx] + math.log(self.n_neg)
 
     def _log_freq(self, item_ids: torch.Tensor) -> torch.Tensor:
-        pos = torch.searchsorted(self.freq_ids, item_ids).clamp(max=self.freq_ids.numel() - 1)
+        pos = torch.searchsorted(self.freq_ids, item_ids.contiguous()).clamp(max=self.freq_ids.numel() - 1)
         hit = self.freq_ids[pos] == item_ids
         return torch.where(hit, self.freq_logp[pos], self.freq_logp.min())
 

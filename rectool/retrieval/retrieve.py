@@ -1,0 +1,271 @@
+"""``rectool retrieve``: each user's top-K items with an exported model.
+
+Methods (``--method``):
+
+``hnsw``   user vectors from the export's ``user_tower`` (two_tower, mind), searched in an
+           ``hnsw build`` index (``--index``, ``--ef``). MIND's interests are searched one by
+           one and merged (the union, best score per item).
+``brute``  exact search with the same model: dot products with every item vector of
+           ``--items`` (an embedding table) for towers; for a pair scorer (tdm, nann) every item
+           of ``--items`` (a table with ``item_id``), of ``--tree``'s leaves or of ``--index``
+           is scored by the model ("recall-all").
+``tdm``    layer-wise beam search over ``--tree`` scored by the export's ``scorer`` (``--beam``,
+           default 2 × topk): ``rectool.tree.beam``.
+``nann``   beam search over the HNSW graph of ``--index`` (or an ``hnsw graph`` output)
+           scored by the export's ``scorer`` (``--ef``, ``--rounds``): ``rectool.retrieval.nann_search``.
+
+Inputs: ``--users``, a table with ``user_id`` and the columns the program reads (the
+``test/inputs`` of a next-item dataset). With ``--exclude-seen`` (default) the items of
+``seen_item_ids`` (or ``--exclude-column``) are never returned.
+
+Output (recall format, ``rectool.retrieval.formats``): ``user_id, item_ids list<int64>,
+scores list<float32>, n_scored int64`` (the items the model scored for the user; for
+towers with an index, not counted) + ``--reserved-columns``.
+
+    rectool retrieve --method nann --model out/nann_export --index out/nann_index \\
+        --users out/seq/test/inputs --output out/recalls/nann --topk 200
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pyarrow as pa
+import torch
+
+from rectool import console
+from rectool.artifacts import atomic_dir, open_dataset, require_columns, write_meta
+from rectool.errors import UserError
+from rectool.retrieval.formats import USER_ID, Ragged, RecallWriter, TopK, int_column, union_topk
+from rectool.train.inputs import InputSpec, to_tensors
+from rectool.train.predict import load_program
+
+Method = Literal["hnsw", "brute", "tdm", "nann"]
+PAIR_CHUNK = 32_768  # (user, item) pairs per model call: bounds the [pairs, history, dim] activations
+
+
+class PairScorer:
+    """The ``scorer(user_index, candidate) -> scores`` callback over an exported pair program.
+
+    ``candidate_ids(values)`` turns what the search passes (tree node ids, graph nodes, item
+    rows) into the ids the program's candidate column holds.
+    """
+
+    def __init__(self, program: torch.nn.Module, users: dict[str, torch.Tensor], column: str,
+                 candidate_ids: Any = None) -> None:
+        self.program, self.users, self.column = program, users, column
+        self.candidate_ids = candidate_ids or (lambda v: v)
+
+    def __call__(self, user_index: np.ndarray, candidates: np.ndarray) -> np.ndarray:
+        out = np.empty(len(user_index), dtype=np.float32)
+        ids = self.candidate_ids(np.asarray(candidates))
+        with torch.inference_mode():
+            for lo in range(0, len(user_index), PAIR_CHUNK):
+                rows = torch.from_numpy(np.ascontiguousarray(user_index[lo:lo + PAIR_CHUNK], dtype=np.int64))
+                x = {k: v.index_select(0, rows) for k, v in self.users.items()}
+                x[self.column] = torch.from_numpy(np.ascontiguousarray(ids[lo:lo + PAIR_CHUNK], dtype=np.int64))
+                out[lo:lo + len(rows)] = self.program(x).float().numpy()
+        return out
+
+
+def _parts(model: Path) -> dict:
+    meta = model / "_meta.json"
+    return json.loads(meta.read_text()).get("parts", {}) if meta.is_file() else {}
+
+
+def _item_ids(items: str | None, tree: str | None, index: str | None) -> np.ndarray:
+    """The catalogue a pair scorer's brute force scores: --items, the tree's leaves, or the index's ids."""
+    if items is not None:
+        ds = open_dataset(items, "--items")
+        require_columns(ds.schema, ["item_id"], items)
+        return np.unique(int_column(ds.to_table(columns=["item_id"])["item_id"], f"--items {items}", "item_id"))
+    if tree is not None:
+        from rectool.tree.structure import load_tree
+
+        return np.asarray(load_tree(tree).leaf_item_ids, dtype=np.int64)
+    if index is not None:
+        return np.load(Path(index) / "ids.npy").astype(np.int64)
+    raise UserError("--method brute with a pair scorer needs the catalogue: --items, --tree or --index")
+
+
+def _exclusions(table: pa.Table, column: str | None) -> Ragged | None:
+    if column is None:
+        return None
+    arr = table.column(column).combine_chunks()
+    lists = arr.fill_null([]) if arr.null_count else arr
+    offsets = np.asarray(lists.offsets.to_numpy(zero_copy_only=False), dtype=np.int64)
+    values = np.asarray(lists.values.to_numpy(zero_copy_only=False), dtype=np.int64)
+    return Ragged(offsets - offsets[0], values[offsets[0]:offsets[-1]])
+
+
+def _filter(topk: TopK, exclude: Ragged | None, k: int) -> TopK:
+    """Drop excluded items from over-fetched lists, keep the k best."""
+    if exclude is None:
+        return TopK(topk.item_ids[:, :k], topk.scores[:, :k], np.minimum(topk.lengths, k), topk.n_scored)
+    n = len(topk)
+    ids, scores = np.full((n, k), -1, np.int64), np.full((n, k), -np.inf, np.float32)
+    lengths = np.zeros(n, np.int64)
+    for u in range(n):
+        seen = set(exclude.row(u).tolist())
+        kept = [j for j in range(int(topk.lengths[u])) if int(topk.item_ids[u, j]) not in seen][:k]
+        ids[u, :len(kept)], scores[u, :len(kept)], lengths[u] = topk.item_ids[u, kept], topk.scores[u, kept], len(kept)
+    return TopK(ids, scores, lengths, topk.n_scored)
+
+
+def retrieve(method: Method, model: Path, users: str, output: str | os.PathLike[str], *, topk: int = 200,
+             index: str | None = None, items: str | None = None, tree: str | None = None, ef: str | None = None,
+             rounds: str | None = None, beam: int | None = None, exclude_seen: bool = True,
+             exclude_column: str | None = None, reserved_columns: list[str] | None = None, batch_size: int = 256,
+             threads: int = 0, overwrite: bool = False) -> dict[str, Any]:
+    if method not in ("hnsw", "brute", "tdm", "nann"):
+        raise UserError(f"--method {method}: choose hnsw, brute, tdm or nann")
+    if topk < 1:
+        raise UserError("--topk must be at least 1")
+    model = Path(model)
+    parts = _parts(model)
+    towers = "user_tower" in parts
+    if not towers and "scorer" not in parts:
+        raise UserError(f"--model {model}: has neither a user_tower nor a scorer program; export a retrieval model")
+    if method in ("tdm", "nann") and towers:
+        raise UserError(f"--method {method} scores pairs with the model; export a tdm or nann model (this export "
+                        "has towers: use --method hnsw or brute)")
+    if method == "hnsw" and not towers:
+        raise UserError("--method hnsw searches user vectors; this export is a pair scorer: use --method nann, tdm "
+                        "or brute")
+    program, spec, _ = load_program(model, "user_tower" if towers else "scorer")
+    ds = open_dataset(users, "--users")
+    names = ds.schema.names
+    column = exclude_column or ("seen_item_ids" if "seen_item_ids" in names else None)
+    if exclude_seen and exclude_column is None and column is None:
+        console.warn(f"--users {users} has no seen_item_ids column: nothing is excluded")
+    column = column if exclude_seen else None
+    reserved = [c for c in (reserved_columns or []) if c != USER_ID]
+    candidate = None if towers else parts["scorer"].get("candidate")
+    user_spec = InputSpec(columns=[c for c in spec.columns if c.name != candidate])
+    require_columns(ds.schema, [USER_ID, *user_spec.names, *reserved, *([column] if column else [])], users,
+                    hint="give the test inputs of a next-item dataset")
+    engine = _Engine(method, towers, program, candidate, topk, index, items, tree, ef, rounds, beam, threads)
+    total = ds.count_rows()
+    columns = list(dict.fromkeys([USER_ID, *user_spec.names, *reserved, *([column] if column else [])]))
+    with atomic_dir(output, overwrite) as tmp, console.Stopwatch() as sw:
+        writer = RecallWriter(tmp, n_scored=True, extra_fields=[ds.schema.field(c) for c in reserved])
+        scored = 0
+        with console.progress(f"retrieve {method}", total=total) as bar:
+            for batch in ds.to_batches(columns=columns, batch_size=batch_size):
+                if batch.num_rows == 0:
+                    continue
+                table = pa.Table.from_batches([batch])
+                x = to_tensors(table, user_spec, source=str(users), with_label=False)
+                excl = _exclusions(table, column)
+                result = engine.search(x, excl)
+                n_scored = result.n_scored if result.n_scored is not None else np.zeros(len(result), np.int64)
+                scored += int(n_scored.sum())
+                writer.write(int_column(table[USER_ID], f"--users {users}", USER_ID),
+                             TopK(result.item_ids, result.scores, result.lengths, n_scored),
+                             {c: table.column(c).combine_chunks() for c in reserved})
+                bar.advance(batch.num_rows)
+        writer.close()
+        catalogue = engine.catalogue_size
+        write_meta(tmp, kind="recalls", inputs=[str(users), str(model)] + [p for p in (index, items, tree) if p],
+                   rows=writer.rows, method=method, topk=topk, exclude=column or "none",
+                   mean_scored_per_user=scored / max(writer.rows, 1), catalogue=catalogue)
+    return {"output": os.fspath(output), "method": method, "users": writer.rows, "topk": topk,
+            "mean_items_scored": round(scored / max(writer.rows, 1), 1),
+            "share_of_catalogue_scored": round(scored / max(writer.rows, 1) / catalogue, 5) if catalogue else "-",
+            "users_per_s": round(writer.rows / max(sw.seconds, 1e-9), 1)}
+
+
+class _Engine:
+    """One method's search over user batches; loads the index, tree, graph or item table once."""
+
+    def __init__(self, method: str, towers: bool, program: torch.nn.Module, candidate: str | None, topk: int,
+                 index: str | None, items: str | None, tree: str | None, ef: str | None, rounds: str | None,
+                 beam: int | None, threads: int) -> None:
+        self.method, self.towers, self.program, self.candidate, self.k = method, towers, program, candidate, topk
+        self.catalogue_size = 0
+        ef_values = [int(v) for v in ef.split(",")] if ef else []
+        if method == "hnsw":
+            from rectool.retrieval.hnsw import load_index
+
+            if index is None:
+                raise UserError("--method hnsw needs --index (from rectool hnsw build)")
+            self.index = load_index(index, threads=threads)
+            self.ef = ef_values[0] if ef_values else max(topk, 100)
+            self.catalogue_size = self.index.count
+        elif method == "brute" and towers:
+            from rectool.retrieval.formats import open_embeddings
+
+            if items is None:
+                raise UserError("--method brute with a two-tower model needs --items (an embedding table from embed)")
+            source = open_embeddings(items)
+            ids, vecs = zip(*source.batches(), strict=True)
+            self.item_ids, self.item_vecs = np.concatenate(ids), np.concatenate(vecs)
+            self.catalogue_size = len(self.item_ids)
+        elif method == "brute":
+            self.item_ids = _item_ids(items, tree, index)
+            self.catalogue_size = len(self.item_ids)
+        elif method == "tdm":
+            from rectool.tree.structure import load_tree
+
+            if tree is None:
+                raise UserError("--method tdm needs --tree (from rectool tree init / tree cluster)")
+            self.tree = load_tree(tree)
+            self.beam = beam or 2 * topk
+            self.catalogue_size = int(self.tree.num_leaves)
+        else:
+            from rectool.retrieval.graph import extract_graph, load_graph
+
+            if index is None:
+                raise UserError("--method nann needs --index (an hnsw build or hnsw graph output)")
+            meta = json.loads((Path(index) / "_meta.json").read_text()) if (Path(index) / "_meta.json").is_file() \
+                else {}
+            self.graph = load_graph(index) if meta.get("kind") == "hnsw_graph" else extract_graph(index)
+            self.ef = tuple(ef_values) if ef_values else (100, 200, 400)
+            self.rounds = tuple(int(v) for v in rounds.split(",")) if rounds else (1, 1, 3)
+            if len(self.ef) != 3 or len(self.rounds) != 3:
+                raise UserError("--ef and --rounds take three values for NANN: levels 2, 1, 0 (e.g. 100,200,400)")
+            self.catalogue_size = len(self.graph.ids)
+
+    def search(self, x: dict[str, torch.Tensor], exclude: Ragged | None) -> TopK:
+        n = next(iter(x.values())).shape[0]
+        if self.towers:
+            with torch.inference_mode():
+                vectors = self.program(x).float().numpy()
+            interests = [vectors] if vectors.ndim == 2 else [vectors[:, i] for i in range(vectors.shape[1])]
+            if self.method == "hnsw":
+                from rectool.retrieval.hnsw import hnsw_search
+
+                found = [hnsw_search(self.index, q, self.k, ef=self.ef, exclude=exclude) for q in interests]
+            else:
+                from rectool.retrieval.brute import brute_search_dot
+
+                found = [brute_search_dot(q, self.item_vecs, self.k, item_ids=self.item_ids, exclude=exclude,
+                                          progress=False) for q in interests]
+            result = found[0] if len(found) == 1 else union_topk(found, self.k)
+            counted = self.catalogue_size * len(interests) if self.method == "brute" else None
+            return TopK(result.item_ids, result.scores, result.lengths,
+                        None if counted is None else np.full(n, counted, np.int64))
+        if self.method == "brute":
+            from rectool.retrieval.brute import brute_search
+
+            scorer = PairScorer(self.program, x, self.candidate, lambda rows: self.item_ids[rows])
+            return brute_search(scorer, n, len(self.item_ids), self.k, item_ids=self.item_ids, exclude=exclude,
+                                max_pairs=PAIR_CHUNK, progress=False)
+        if self.method == "nann":
+            from rectool.retrieval.nann_search import nann_search
+
+            scorer = PairScorer(self.program, x, self.candidate, lambda nodes: self.graph.ids[nodes])
+            return nann_search(self.graph, n, scorer, recall_num=self.k, ef=self.ef, rounds=self.rounds,
+                               exclude=exclude, batch_size=n, progress=False)
+        from rectool.tree.beam import beam_search
+
+        extra = int(exclude.lengths().max()) if exclude is not None and len(exclude) else 0
+        want = min(self.k + extra, self.catalogue_size)
+        scorer = PairScorer(self.program, x, self.candidate)
+        res = beam_search(self.tree, scorer, n, want, beam=max(self.beam, want))
+        lengths = (res.item_ids >= 0).sum(1).astype(np.int64)
+        return _filter(TopK(res.item_ids, res.scores, lengths, res.nodes_scored.astype(np.int64)), exclude, self.k)

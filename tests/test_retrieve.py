@@ -1,0 +1,145 @@
+"""``rectool retrieve``: every method end to end on a toy catalogue, checked against exact search.
+
+Two-tower + HNSW with a wide ef, TDM beam search with a beam wider than the catalogue and NANN
+with ef larger than the catalogue must all return what brute force with the same model returns.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.dataset as pads
+import pyarrow.parquet as pq
+import pytest
+
+from helpers import retrieval_config, write_toy_sequences
+from rectool.train.config import Config
+from rectool.train.trainer import train
+
+
+@pytest.fixture(scope="module")
+def seqs(tmp_path_factory):
+    root = write_toy_sequences(tmp_path_factory.mktemp("seq"))
+    rng = np.random.default_rng(5)
+    hist = [sorted(rng.choice(300, 4, replace=False).tolist()) for _ in range(40)]
+    users = pa.table({"user_id": np.arange(1000, 1040), "hist_item_ids": hist,
+                      "hist_category_ids": [[i // 30 for i in h] for h in hist],
+                      "seen_item_ids": [h[:2] for h in hist], "group": [f"g{u % 3}" for u in range(40)]})
+    (root / "users").mkdir()
+    pq.write_table(users, root / "users" / "part-0.parquet")
+    return root
+
+
+def _recalls(path):
+    t = pads.dataset(path).to_table().sort_by("user_id")
+    return t.column("user_id").to_pylist(), t.column("item_ids").to_pylist(), t.column("scores").to_pylist(), t
+
+
+def _same_topk(a, b, k):
+    """Equal top-k sets, allowing ties at the border to fall either way."""
+    for items_a, items_b in zip(a, b, strict=True):
+        assert len(items_a) == len(items_b) == k
+        assert len(set(items_a) & set(items_b)) >= k - 1
+
+
+@pytest.fixture(scope="module")
+def towers(seqs, tmp_path_factory, cli_module):
+    tmp = tmp_path_factory.mktemp("towers")
+    cfg = retrieval_config(seqs, tmp / "m")
+    cfg["train"]["epochs"] = 1
+    train(Config.model_validate(cfg))
+    cli_module("export", "--model-dir", tmp / "m", "--export-dir", tmp / "ex")
+    cli_module("embed", "--model", tmp / "ex", "--items", seqs / "items", "--output", tmp / "emb")
+    cli_module("hnsw", "build", "--input", tmp / "emb", "--output", tmp / "index", "--ef-construction", "400")
+    return tmp
+
+
+def test_two_tower_hnsw_equals_brute_and_excludes_seen(seqs, towers, tmp_path, cli):
+    common = ["--model", towers / "ex", "--users", seqs / "users", "--topk", "20"]
+    res = cli("retrieve", "--method", "hnsw", "--index", towers / "index", "--ef", "300", *common,
+              "--reserved-columns", "group", "-o", tmp_path / "h")
+    assert res.stdout.strip() == str(tmp_path / "h")
+    cli("retrieve", "--method", "brute", "--items", towers / "emb", *common, "-o", tmp_path / "b")
+    users, hnsw_items, hnsw_scores, table = _recalls(tmp_path / "h")
+    _, brute_items, brute_scores, _ = _recalls(tmp_path / "b")
+    assert users == list(range(1000, 1040)) and table.column("group").to_pylist()[:2] == ["g0", "g1"]
+    _same_topk(hnsw_items, brute_items, 20)
+    np.testing.assert_allclose(np.array(hnsw_scores), np.array(brute_scores), atol=1e-4)
+    seen = pads.dataset(seqs / "users").to_table().sort_by("user_id").column("seen_item_ids").to_pylist()
+    for items, excluded in zip(brute_items, seen, strict=True):
+        assert not set(items) & set(excluded)
+        assert all(a >= b for a, b in zip(brute_scores[0], brute_scores[0][1:], strict=False))
+    cli("retrieve", "--method", "brute", "--items", towers / "emb", *common, "--keep-seen", "-o", tmp_path / "k")
+    _, kept, _, _ = _recalls(tmp_path / "k")
+    assert any(set(items) & set(excluded) for items, excluded in zip(kept, seen, strict=True))
+
+
+def test_retrieve_refuses_wrong_method_and_missing_inputs(seqs, towers, tmp_path, cli):
+    common = ["--model", towers / "ex", "--users", seqs / "users", "-o", tmp_path / "x"]
+    assert "export a tdm or nann model" in cli("retrieve", "--method", "nann", "--index", towers / "index",
+                                               *common, expect=2).stderr
+    assert "needs --index" in cli("retrieve", "--method", "hnsw", *common, expect=2).stderr
+    assert "choose hnsw, brute, tdm or nann" in cli("retrieve", "--method", "magic", *common, expect=2).stderr
+    pq.write_table(pa.table({"user_id": [1]}), tmp_path / "bare.parquet")
+    res = cli("retrieve", "--method", "hnsw", "--index", towers / "index", "--model", towers / "ex", "--users",
+              tmp_path / "bare.parquet", "-o", tmp_path / "x", expect=2)
+    assert "hist_item_ids" in res.stderr and not (tmp_path / "x").exists()
+
+
+def _candidate_config(seqs, model_dir, model, **over):
+    cfg = retrieval_config(seqs, model_dir)
+    cfg["features"] = [
+        {"name": "hist", "kind": "sequence", "input": "hist_item_ids", "max_len": 5, "hash_bucket_size": 5000,
+         "embedding_dim": 8, "embedding_name": "node", "combiner": "none"},
+        {"name": "item_id", "kind": "id", "hash_bucket_size": 5000, "embedding_dim": 8, "embedding_name": "node"},
+    ]
+    cfg["feature_groups"] = {}
+    cfg["model"] = {"type": model, "candidate": "item_id", "history": "hist", "attention_units": [8],
+                    "deep": {"hidden_units": [16], "batch_norm": False}, **over}
+    cfg["train"]["epochs"] = 1
+    return cfg
+
+
+def test_tdm_beam_wider_than_the_catalogue_equals_brute(seqs, tmp_path, cli):
+    from rectool.tree.build import init_tree
+    from rectool.tree.structure import load_tree
+
+    init_tree(item_input_path=str(seqs / "items"), tree_output_dir=tmp_path / "tree", item_id_field="item_id",
+              cate_id_field="category_id")
+    levels = load_tree(tmp_path / "tree").num_levels
+    cfg = _candidate_config(seqs, tmp_path / "m", "tdm", tree=str(tmp_path / "tree"),
+                            layer_num_sample=[0] + [1] * (levels - 1))
+    train(Config.model_validate(cfg))
+    cli("export", "--model-dir", tmp_path / "m", "--export-dir", tmp_path / "ex")
+    common = ["--model", tmp_path / "ex", "--users", seqs / "users", "--tree", tmp_path / "tree", "--topk", "10"]
+    cli("retrieve", "--method", "tdm", "--beam", "512", *common, "-o", tmp_path / "wide")
+    cli("retrieve", "--method", "brute", *common, "-o", tmp_path / "all")
+    cli("retrieve", "--method", "tdm", "--beam", "8", *common, "-o", tmp_path / "narrow")
+    _, wide, wide_scores, _ = _recalls(tmp_path / "wide")
+    _, brute, brute_scores, _ = _recalls(tmp_path / "all")
+    _same_topk(wide, brute, 10)
+    np.testing.assert_allclose(np.array(wide_scores), np.array(brute_scores), atol=1e-4)
+    narrow = pads.dataset(tmp_path / "narrow").to_table()
+    assert narrow.column("n_scored").to_numpy().max() < 300, "a narrow beam scores part of the tree"
+    meta = json.loads((tmp_path / "narrow" / "_meta.json").read_text())
+    assert meta["kind"] == "recalls" and meta["method"] == "tdm" and meta["catalogue"] == 300
+
+
+def test_nann_with_ef_over_the_catalogue_equals_brute(seqs, tmp_path, cli):
+    cfg = _candidate_config(seqs, tmp_path / "m", "nann", negatives=20)
+    train(Config.model_validate(cfg))
+    cli("export", "--model-dir", tmp_path / "m", "--export-dir", tmp_path / "ex")
+    cli("embed", "--model", tmp_path / "ex", "--items", seqs / "items", "--output", tmp_path / "emb")
+    cli("hnsw", "build", "--input", tmp_path / "emb", "--output", tmp_path / "index", "--m", "8")
+    common = ["--model", tmp_path / "ex", "--users", seqs / "users", "--index", tmp_path / "index", "--topk", "10"]
+    cli("retrieve", "--method", "nann", "--ef", "400,400,400", "--rounds", "3,3,6", *common, "-o", tmp_path / "n")
+    cli("retrieve", "--method", "brute", *common, "-o", tmp_path / "b")
+    _, nann, nann_scores, table = _recalls(tmp_path / "n")
+    _, brute, brute_scores, _ = _recalls(tmp_path / "b")
+    _same_topk(nann, brute, 10)
+    np.testing.assert_allclose(np.array(nann_scores), np.array(brute_scores), atol=1e-4)
+    assert table.column("n_scored").to_numpy().max() <= 300, "no item scored twice"
+    assert "--ef and --rounds take three values" in cli("retrieve", "--method", "nann", "--ef", "5", *common,
+                                                        "-o", tmp_path / "x", expect=2).stderr
