@@ -161,8 +161,9 @@ def _compare_brute(recalls: UserLists, brute: UserLists, truth: UserLists, rows:
         valid = denominator > 0
         row = table[str(int(k))]
         row["recall_brute"] = float(brute_recall[j])
-        row["recall_delta"] = float((brute_recall[j] - row["recall"]) / brute_recall[j]) if brute_recall[j] > 0 \
-            else 0.0
+        # rounded: equal recalls summed in another order differ by 1e-16, which should read as 0
+        row["recall_delta"] = round(float((brute_recall[j] - row["recall"]) / brute_recall[j]), 12) + 0.0 \
+            if brute_recall[j] > 0 else 0.0
         row["coverage_brute"] = float((overlap[valid, j] / denominator[valid]).mean()) if valid.any() else 0.0
 
 
