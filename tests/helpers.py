@@ -149,6 +149,21 @@ def retrieval_config(data: Path, model_dir: Path, model: str = "two_tower", **mo
             "train": {"model_dir": str(model_dir), "epochs": 3, "log_every": 10, "seed": 3}}
 
 
+def candidate_config(data: Path, model_dir: Path, model: str, **model_over) -> dict:
+    """A TDM / NANN config on ``write_toy_sequences`` data: history and candidate share one table."""
+    cfg = retrieval_config(data, model_dir)
+    cfg["features"] = [
+        {"name": "hist", "kind": "sequence", "input": "hist_item_ids", "max_len": 5, "hash_bucket_size": 5000,
+         "embedding_dim": 8, "embedding_name": "node", "combiner": "none"},
+        {"name": "item_id", "kind": "id", "hash_bucket_size": 5000, "embedding_dim": 8, "embedding_name": "node"},
+    ]
+    cfg["feature_groups"] = {}
+    cfg["model"] = {"type": model, "candidate": "item_id", "history": "hist", "attention_units": [8],
+                    "deep": {"hidden_units": [16], "batch_norm": False}, **model_over}
+    cfg["train"]["epochs"] = 1
+    return cfg
+
+
 # A hand-checked Tianchi log: user, item, behaviour (1 browse 2 collect 3 cart 4 buy), geohash, category, time
 HAND_ROWS = [
     "1,10,1,abc,100,2014-12-01 10",

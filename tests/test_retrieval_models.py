@@ -10,7 +10,7 @@ import pyarrow.dataset as pads
 import pytest
 import torch
 
-from helpers import retrieval_config, write_toy_sequences
+from helpers import candidate_config, retrieval_config, write_toy_sequences
 from rectool.train.config import Config
 from rectool.train.inputs import InputSpec
 from rectool.train.trainer import train
@@ -126,26 +126,12 @@ def _tree(seqs, tmp_path):
     return out
 
 
-def _candidate_config(seqs, tmp_path, model, **over):
-    cfg = retrieval_config(seqs, tmp_path / "m")
-    cfg["features"] = [
-        {"name": "hist", "kind": "sequence", "input": "hist_item_ids", "max_len": 5, "hash_bucket_size": 5000,
-         "embedding_dim": 8, "embedding_name": "node", "combiner": "none"},
-        {"name": "item_id", "kind": "id", "hash_bucket_size": 5000, "embedding_dim": 8, "embedding_name": "node"},
-    ]
-    cfg["feature_groups"] = {}
-    cfg["model"] = {"type": model, "candidate": "item_id", "history": "hist", "attention_units": [8],
-                    "deep": {"hidden_units": [16], "batch_norm": False}, **over}
-    cfg["train"]["epochs"] = 1
-    return cfg
-
-
 def test_tdm_trains_on_tree_samples_and_exports_a_scorer(seqs, tmp_path, cli):
     tree_dir = _tree(seqs, tmp_path)
     from rectool.tree.structure import load_tree
 
     levels = load_tree(tree_dir).num_levels
-    cfg = _candidate_config(seqs, tmp_path, "tdm", tree=str(tree_dir), layer_num_sample=[0] + [1] * (levels - 1),
+    cfg = candidate_config(seqs, tmp_path / "m", "tdm", tree=str(tree_dir), layer_num_sample=[0] + [1] * (levels - 1),
                             windows=[1, 2, 2])
     summary = train(Config.model_validate(cfg))
     assert summary["eval_auc"] > 0.7 and 0 <= summary["eval_leaf_hit@1"] <= 1
@@ -169,7 +155,7 @@ def test_nann_adversarial_loss_equals_clean_loss_at_zero_eps(seqs, tmp_path):
 
     files = [str(p) for p in (seqs / "train").glob("*.parquet")]
     for eps, same in ((0.0, True), (0.5, False)):
-        cfg = Config.model_validate(_candidate_config(seqs, tmp_path, "nann", negatives=20, adv_eps=eps))
+        cfg = Config.model_validate(candidate_config(seqs, tmp_path / "m", "nann", negatives=20, adv_eps=eps))
         model = _model(cfg.model_dump(mode="json"), MODELS["nann"].gather_extras(cfg, files))
         model.train()
         batch = {"hist_item_ids": torch.tensor([[3, 4, 0, 0, 0], [7, 8, 9, 0, 0]]),

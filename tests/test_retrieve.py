@@ -14,7 +14,7 @@ import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 import pytest
 
-from helpers import retrieval_config, write_toy_sequences
+from helpers import candidate_config, retrieval_config, write_toy_sequences
 from rectool.train.config import Config
 from rectool.train.trainer import train
 
@@ -88,20 +88,6 @@ def test_retrieve_refuses_wrong_method_and_missing_inputs(seqs, towers, tmp_path
     assert "hist_item_ids" in res.stderr and not (tmp_path / "x").exists()
 
 
-def _candidate_config(seqs, model_dir, model, **over):
-    cfg = retrieval_config(seqs, model_dir)
-    cfg["features"] = [
-        {"name": "hist", "kind": "sequence", "input": "hist_item_ids", "max_len": 5, "hash_bucket_size": 5000,
-         "embedding_dim": 8, "embedding_name": "node", "combiner": "none"},
-        {"name": "item_id", "kind": "id", "hash_bucket_size": 5000, "embedding_dim": 8, "embedding_name": "node"},
-    ]
-    cfg["feature_groups"] = {}
-    cfg["model"] = {"type": model, "candidate": "item_id", "history": "hist", "attention_units": [8],
-                    "deep": {"hidden_units": [16], "batch_norm": False}, **over}
-    cfg["train"]["epochs"] = 1
-    return cfg
-
-
 def test_tdm_beam_wider_than_the_catalogue_equals_brute(seqs, tmp_path, cli):
     from rectool.tree.build import init_tree
     from rectool.tree.structure import load_tree
@@ -109,7 +95,7 @@ def test_tdm_beam_wider_than_the_catalogue_equals_brute(seqs, tmp_path, cli):
     init_tree(item_input_path=str(seqs / "items"), tree_output_dir=tmp_path / "tree", item_id_field="item_id",
               cate_id_field="category_id")
     levels = load_tree(tmp_path / "tree").num_levels
-    cfg = _candidate_config(seqs, tmp_path / "m", "tdm", tree=str(tmp_path / "tree"),
+    cfg = candidate_config(seqs, tmp_path / "m", "tdm", tree=str(tmp_path / "tree"),
                             layer_num_sample=[0] + [1] * (levels - 1))
     train(Config.model_validate(cfg))
     cli("export", "--model-dir", tmp_path / "m", "--export-dir", tmp_path / "ex")
@@ -128,7 +114,7 @@ def test_tdm_beam_wider_than_the_catalogue_equals_brute(seqs, tmp_path, cli):
 
 
 def test_nann_with_ef_over_the_catalogue_equals_brute(seqs, tmp_path, cli):
-    cfg = _candidate_config(seqs, tmp_path / "m", "nann", negatives=20)
+    cfg = candidate_config(seqs, tmp_path / "m", "nann", negatives=20)
     train(Config.model_validate(cfg))
     cli("export", "--model-dir", tmp_path / "m", "--export-dir", tmp_path / "ex")
     cli("embed", "--model", tmp_path / "ex", "--items", seqs / "items", "--output", tmp_path / "emb")
