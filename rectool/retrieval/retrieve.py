@@ -103,16 +103,13 @@ def _exclusions(table: pa.Table, column: str | None) -> Ragged | None:
 
 
 def _filter(topk: TopK, exclude: Ragged | None, k: int) -> TopK:
-    """Drop excluded items from over-fetched lists, keep the k best."""
+    """Drop excluded items from over-fetched lists, keep the k best (the kernel hnsw search uses)."""
     if exclude is None:
         return TopK(topk.item_ids[:, :k], topk.scores[:, :k], np.minimum(topk.lengths, k), topk.n_scored)
-    n = len(topk)
-    ids, scores = np.full((n, k), -1, np.int64), np.full((n, k), -np.inf, np.float32)
-    lengths = np.zeros(n, np.int64)
-    for u in range(n):
-        seen = set(exclude.row(u).tolist())
-        kept = [j for j in range(int(topk.lengths[u])) if int(topk.item_ids[u, j]) not in seen][:k]
-        ids[u, :len(kept)], scores[u, :len(kept)], lengths[u] = topk.item_ids[u, kept], topk.scores[u, kept], len(kept)
+    from rectool.retrieval.kernels import filter_rows, sort_rows
+
+    ids, scores, lengths = filter_rows(topk.item_ids, topk.scores.astype(np.float32, copy=False), k,
+                                       exclude.offsets, sort_rows(exclude.offsets, exclude.values))
     return TopK(ids, scores, lengths, topk.n_scored)
 
 
