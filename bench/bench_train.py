@@ -4,7 +4,9 @@ The same generated CTR table for everyone, in the same run: ``../shared/bench/pe
 makes it (1M rows: 26 Zipf categorical fields, 13 dense, labels from a known logistic model;
 90% train) and runs the peers, each in its own process, from the peers' own virtual env.
 rectool trains the same architecture (embedding dim 16 for every field, FM, MLP 256-128 with
-BatchNorm, Adam lr 1e-3, batch 4096, one epoch) streaming from the parquet file.
+BatchNorm, Adam lr 1e-3, batch 4096, one epoch) streaming from the parquet file, with its
+defaults (lazy Adam on the embedding tables, loader workers chosen from the cores) and with
+dense Adam on everything.
 
     python bench/bench_train.py [--rows 1000000] [--peers torch_ref,torch_ref_fused,rechub_prebatched,...]
 
@@ -35,7 +37,7 @@ def peer_python(given: str | None) -> str:
     raise SystemExit("no peer environment: run VENV=bench/.peer-venv bash ../shared/bench/peers/setup_peer_venv.sh")
 
 
-def rectool_config(meta: dict, data_dir: Path, model_dir: Path, sparse: str, workers: int) -> dict:
+def rectool_config(meta: dict, data_dir: Path, model_dir: Path, sparse: str, workers: int | str) -> dict:
     feats = [{"name": c, "kind": "id", "num_buckets": v, "embedding_dim": 16}
              for c, v in zip(meta["sparse_cols"], meta["vocab_sizes"])]
     feats += [{"name": c, "kind": "raw"} for c in meta["dense_cols"]]
@@ -52,7 +54,7 @@ def rectool_config(meta: dict, data_dir: Path, model_dir: Path, sparse: str, wor
     }
 
 
-def run_rectool(meta: dict, data_dir: Path, work: Path, name: str, sparse: str, workers: int) -> dict:
+def run_rectool(meta: dict, data_dir: Path, work: Path, name: str, sparse: str, workers: int | str) -> dict:
     model_dir = work / name
     shutil.rmtree(model_dir, ignore_errors=True)
     cfg_path = work / f"{name}.yaml"
@@ -87,7 +89,8 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     results = [{k: r.get(k) for k in ("peer", "samples_per_s", "auc", "peak_rss_mb", "train_s")}
                for r in peers["results"]]
-    for name, sparse, workers in [("rectool", "dense", 1), ("rectool_sparse_adam", "sparse_adam", 1)]:
+    # rectool's defaults (lazy Adam on the tables, loader workers chosen from the cores), then dense Adam
+    for name, sparse, workers in [("rectool", "sparse_adam", "auto"), ("rectool_dense_adam", "dense", "auto")]:
         log(name)
         results.append(run_rectool(meta, data_dir, work, name, sparse, workers))
     by = {r["peer"]: r for r in results}

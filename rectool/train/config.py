@@ -46,7 +46,10 @@ class DataConfig(Strict):
                                                            "learn from the target item)")
     batch_size: int = Field(default=4096, gt=0)
     eval_batch_size: int | None = Field(default=None, gt=0)
-    num_workers: int = Field(default=1, ge=0, description="loader processes (0: load in the training process)")
+    num_workers: Annotated[int, Field(ge=0)] | Literal["auto"] = Field(
+        default="auto", description="loader processes (0: load in the training process; auto: 0 with <= 2 cores "
+                                    "per training process, where a loader process would take a core from the "
+                                    "model, 1 with 3-7, 2 with more)")
     shuffle: bool = True
     shuffle_buffer: int = Field(default=200_000, ge=0, description="rows mixed across row groups and files")
     drop_remainder: bool = False

@@ -2,7 +2,9 @@
 
 Sparse choices (``optimizer.sparse.type``), applied to sparse row gradients:
 
-* ``sparse_adam``: ``torch.optim.SparseAdam`` (lazy Adam: only rows seen in a batch move);
+* ``sparse_adam``: lazy Adam (only rows seen in a batch move), ``torch.optim.SparseAdam``'s
+  update; on the CPU its row bookkeeping runs in numba kernels (``rectool.train.sparse_kernels``),
+  several times faster than torch's sort-based ``coalesce`` and sparse adds;
 * ``adagrad``: ``torch.optim.Adagrad`` (element-wise accumulators);
 * ``rowwise_adagrad``: one accumulator per row (the mean of its squared gradient), as in
   FBGEMM / TorchRec: a D-times smaller state for large tables;
@@ -17,10 +19,71 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 from torch import nn
 
 from rectool.train.config import OptimizerConfig
+from rectool.train.sparse_kernels import coalesce_rows, lazy_adam_rows
+
+
+class _RowScratch:
+    """Per-table ``slot`` arrays for ``coalesce_rows`` (all -1 between calls; not optimiser state)."""
+
+    def __init__(self) -> None:
+        self.slots: dict[int, np.ndarray] = {}
+
+    def row_grad(self, p: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(unique rows, summed row gradients) of ``p``'s sparse or dense gradient."""
+        grad = p.grad
+        if not grad.is_sparse:
+            rows = torch.nonzero(grad.abs().sum(1), as_tuple=True)[0]
+            return rows, grad[rows]
+        if grad.device.type != "cpu" or grad.dtype != torch.float32:
+            grad = grad.coalesce()
+            return grad.indices()[0], grad.values()
+        slot = self.slots.get(id(p))
+        if slot is None or slot.shape[0] != p.shape[0]:
+            slot = self.slots[id(p)] = np.full(p.shape[0], -1, dtype=np.int32)
+        rows, summed = coalesce_rows(grad._indices()[0].contiguous().numpy(),
+                                     grad._values().contiguous().numpy(), slot)
+        return torch.from_numpy(rows), torch.from_numpy(summed)
+
+
+class LazyAdam(torch.optim.SparseAdam):
+    """``torch.optim.SparseAdam`` with the CPU path in numba kernels; same state, same update."""
+
+    def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8) -> None:
+        super().__init__(params, lr=lr, betas=betas, eps=eps)
+        self.scratch = _RowScratch()
+
+    @torch.no_grad()
+    def step(self, closure=None):  # noqa: ANN001, ANN201
+        fallback = any(p.grad is not None and (p.device.type != "cpu" or p.dtype != torch.float32
+                                               or not p.is_contiguous())
+                       for g in self.param_groups for p in g["params"])
+        if fallback:
+            return super().step(closure)
+        for group in self.param_groups:
+            beta1, beta2 = group["betas"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                state = self.state[p]
+                if len(state) == 0:
+                    state["step"] = 0
+                    state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                    state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                state["step"] += 1
+                rows, summed = self.scratch.row_grad(p)
+                if rows.numel() == 0:
+                    continue
+                step = state["step"]
+                step_size = float(group["lr"]) * math.sqrt(1 - beta2 ** step) / (1 - beta1 ** step)
+                lazy_adam_rows(p.detach().numpy(), state["exp_avg"].numpy(), state["exp_avg_sq"].numpy(),
+                               rows.numpy(), summed.numpy(), beta1, beta2, group["eps"], step_size)
+        return None
 
 
 class RowWiseAdagrad(torch.optim.Optimizer):
@@ -28,6 +91,7 @@ class RowWiseAdagrad(torch.optim.Optimizer):
 
     def __init__(self, params, lr: float = 0.01, eps: float = 1e-8, initial_accumulator_value: float = 0.0) -> None:
         super().__init__(params, {"lr": lr, "eps": eps, "initial_accumulator_value": initial_accumulator_value})
+        self.scratch = _RowScratch()
 
     @torch.no_grad()
     def step(self, closure=None):  # noqa: ANN001, ANN201
@@ -39,13 +103,7 @@ class RowWiseAdagrad(torch.optim.Optimizer):
                 if "sum" not in state:
                     state["sum"] = torch.full((p.shape[0],), group["initial_accumulator_value"],
                                               dtype=p.dtype, device=p.device)
-                grad = p.grad
-                if grad.is_sparse:
-                    grad = grad.coalesce()
-                    rows, values = grad.indices()[0], grad.values()
-                else:
-                    rows = torch.nonzero(grad.abs().sum(1), as_tuple=True)[0]
-                    values = grad[rows]
+                rows, values = self.scratch.row_grad(p)
                 state["sum"].index_add_(0, rows, values.pow(2).mean(1))
                 std = state["sum"][rows].sqrt_().add_(group["eps"]).unsqueeze(1)
                 p.index_add_(0, rows, -group["lr"] * values / std)
@@ -69,7 +127,7 @@ def build_optimizers(model: nn.Module, embedding_params: list[nn.Parameter], cfg
     s = cfg.sparse
     if tables:
         if s.type == "sparse_adam":
-            opts.append(torch.optim.SparseAdam(tables, lr=s.lr, eps=s.eps))
+            opts.append(LazyAdam(tables, lr=s.lr, eps=s.eps))
         elif s.type == "adagrad":
             opts.append(torch.optim.Adagrad(tables, lr=s.lr, eps=s.eps,
                                             initial_accumulator_value=s.initial_accumulator_value))

@@ -82,11 +82,20 @@ def _to(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch
     return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
 
 
-def _threads(cfg: Config) -> int:
-    if cfg.train.threads:
-        return cfg.train.threads
+def _cores_per_process() -> int:
     local_world = int(os.environ.get("LOCAL_WORLD_SIZE", os.environ.get("WORLD_SIZE", "1")))
     return max(1, (os.cpu_count() or 1) // local_world)
+
+
+def _threads(cfg: Config) -> int:
+    return cfg.train.threads or _cores_per_process()
+
+
+def _loader_workers(cfg: Config) -> int:
+    if cfg.data.num_workers != "auto":
+        return cfg.data.num_workers
+    cores = _cores_per_process()
+    return 0 if cores <= 2 else 1 if cores < 8 else 2
 
 
 @torch.no_grad()
@@ -160,13 +169,14 @@ def _train(cfg: Config, dist: D.Dist, resume: bool) -> dict[str, Any]:
 
     keys = (cfg.eval.gauc_key,) if "gauc" in cfg.eval.metrics and module.needs_label else ()
     d = cfg.data
-    train_loader = Loader(d.train_input, spec, batch_size=d.batch_size, num_workers=d.num_workers,
+    workers = _loader_workers(cfg)
+    train_loader = Loader(d.train_input, spec, batch_size=d.batch_size, num_workers=workers,
                           seed=cfg.train.seed, shuffle=d.shuffle, shuffle_buffer=d.shuffle_buffer,
                           drop_remainder=d.drop_remainder, rank=dist.rank, world=dist.world)
     eval_loader = None
     if d.eval_input:
         eval_loader = Loader(d.eval_input, spec, batch_size=d.eval_batch_size or d.batch_size,
-                             num_workers=min(d.num_workers, 1), seed=cfg.train.seed, shuffle=False, shuffle_buffer=0,
+                             num_workers=min(workers, 1), seed=cfg.train.seed, shuffle=False, shuffle_buffer=0,
                              drop_remainder=False, rank=dist.rank, world=dist.world, keys=keys,
                              what="data.eval_input", max_rows=cfg.eval.max_rows)
     steps_per_epoch = [train_loader.steps_per_epoch(e) for e in range(cfg.train.epochs)]
