@@ -28,6 +28,21 @@ def test_sort_rows_and_duplicates():
     assert kernels.first_duplicate_in_rows(dup.offsets, dup.values) == 1
 
 
+def test_mask_listed_matches_a_plain_loop():
+    rng = np.random.default_rng(4)
+    offsets = np.array([0, 3, 3, 7], dtype=np.int64)
+    values = rng.integers(0, 20, size=7).astype(np.int64)
+    rows = rng.integers(0, 3, size=200).astype(np.int64)
+    items = rng.integers(0, 20, size=200).astype(np.int64)
+    scores = rng.standard_normal(200).astype(np.float32)
+    expected = scores.copy()
+    for i in range(200):
+        if items[i] in set(values[offsets[rows[i]]:offsets[rows[i] + 1]].tolist()):
+            expected[i] = -np.inf
+    kernels.mask_listed(scores, rows, items, offsets, kernels.sort_rows(offsets, values))
+    np.testing.assert_array_equal(scores, expected)
+
+
 def test_gather_marks_visited_and_never_repeats():
     n_nodes = 60
     graph = _random_lists(n_nodes, n_nodes, 6)

@@ -146,7 +146,7 @@ def test_tdm_trains_on_tree_samples_and_exports_a_scorer(seqs, tmp_path, cli):
          "item_id": torch.tensor([11, 10**9])}  # an item and a non-leaf node id
     with torch.no_grad():
         state = model.user_state(x)
-        expected = model.score_pairs(state, torch.arange(2), x["item_id"])
+        expected = model.score_pairs(state, x["item_id"].unsqueeze(1)).squeeze(1)
     assert torch.allclose(program(x), expected, atol=1e-5)
 
 
@@ -166,3 +166,22 @@ def test_nann_adversarial_loss_equals_clean_loss_at_zero_eps(seqs, tmp_path):
         clean = torch.nn.functional.cross_entropy(out["corrected"], torch.zeros(2, dtype=torch.long))
         assert torch.isclose(total, clean).item() is same
         assert out["corrected"].shape == (2, 21)
+
+
+def test_target_attention_equals_the_concatenated_activation_unit():
+    """The split first layer and the per-user product give DIN's MLP([q, k, q-k, q*k]) for every (query, key)."""
+    from rectool.train.models.din import TargetAttention
+
+    torch.manual_seed(0)
+    att = TargetAttention(dim=4, units=[6, 3], softmax=False)
+    with torch.no_grad():
+        att.act.weight.uniform_(0.1, 0.5)
+    query, keys = torch.randn(2, 3, 4), torch.randn(2, 5, 4)                 # 2 users, 3 queries each, 5 keys
+    mask = torch.tensor([[True] * 5, [True, True, False, False, False]])
+    got = att.weights(query, keys, mask)
+    q = query.unsqueeze(2).expand(-1, -1, 5, -1)
+    k = keys.unsqueeze(1).expand(-1, 3, -1, -1)
+    h = att.first(torch.cat([q, k, q - k, q * k], dim=-1))
+    h = torch.nn.functional.prelu(h.reshape(-1, 6), att.act.weight)
+    expected = att.score(att.rest(h)).reshape(2, 3, 5) * mask.unsqueeze(1)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)

@@ -16,7 +16,8 @@ Methods (``--method``):
 
 Inputs: ``--users``, a table with ``user_id`` and the columns the program reads (the
 ``test/inputs`` of a next-item dataset). With ``--exclude-seen`` (default) the items of
-``seen_item_ids`` (or ``--exclude-column``) are never returned.
+``seen_item_ids`` (or ``--exclude-column``) are never returned; TDM's beam search scores
+them -inf at the leaf level, so a user's long history does not widen the beam.
 
 Output (recall format, ``rectool.retrieval.formats``): ``user_id, item_ids list<int64>,
 scores list<float32>, n_scored int64`` (the items the model scored for the user; for
@@ -52,13 +53,19 @@ class PairScorer:
     """The ``scorer(user_index, candidate) -> scores`` callback over an exported pair program.
 
     ``candidate_ids(values)`` turns what the search passes (tree node ids, graph nodes, item
-    rows) into the ids the program's candidate column holds.
+    rows) into the ids the program's candidate column holds. With ``exclude`` (item ids per
+    user), an excluded item scores -inf, so a search ranks it below every other candidate.
     """
 
     def __init__(self, program: torch.nn.Module, users: dict[str, torch.Tensor], column: str,
-                 candidate_ids: Any = None) -> None:
+                 candidate_ids: Any = None, exclude: Ragged | None = None) -> None:
         self.program, self.users, self.column = program, users, column
         self.candidate_ids = candidate_ids or (lambda v: v)
+        self.exclude = None
+        if exclude is not None and len(exclude.values):
+            from rectool.retrieval.kernels import sort_rows
+
+            self.exclude = (exclude.offsets, sort_rows(exclude.offsets, exclude.values))
 
     def __call__(self, user_index: np.ndarray, candidates: np.ndarray) -> np.ndarray:
         out = np.empty(len(user_index), dtype=np.float32)
@@ -69,6 +76,10 @@ class PairScorer:
                 x = {k: v.index_select(0, rows) for k, v in self.users.items()}
                 x[self.column] = torch.from_numpy(np.ascontiguousarray(ids[lo:lo + PAIR_CHUNK], dtype=np.int64))
                 out[lo:lo + len(rows)] = self.program(x).float().numpy()
+        if self.exclude is not None:
+            from rectool.retrieval.kernels import mask_listed
+
+            mask_listed(out, np.asarray(user_index, dtype=np.int64), np.asarray(ids, dtype=np.int64), *self.exclude)
         return out
 
 
@@ -260,9 +271,8 @@ class _Engine:
                                exclude=exclude, batch_size=n, progress=False)
         from rectool.tree.beam import beam_search
 
-        extra = int(exclude.lengths().max()) if exclude is not None and len(exclude) else 0
-        want = min(self.k + extra, self.catalogue_size)
-        scorer = PairScorer(self.program, x, self.candidate)
-        res = beam_search(self.tree, scorer, n, want, beam=max(self.beam, want))
+        # excluded items score -inf: the leaf level's top-k passes over them without a wider beam
+        scorer = PairScorer(self.program, x, self.candidate, exclude=exclude)
+        res = beam_search(self.tree, scorer, n, self.k, beam=self.beam)
         lengths = (res.item_ids >= 0).sum(1).astype(np.int64)
         return _filter(TopK(res.item_ids, res.scores, lengths, res.nodes_scored.astype(np.int64)), exclude, self.k)

@@ -1,6 +1,6 @@
 """Numba kernels of retrieval, one module per concern, re-exported here.
 
-``lists``      CSR helpers (membership by binary search, row sorting, duplicates)
+``lists``      CSR helpers (membership by binary search, masking listed values, row sorting, duplicates)
 ``nann``       NANN steps: visited bitmaps, gather, merge into top-ef, final top, dot scores
 ``topk``       exact top-K heaps and exclusion filters
 ``hnsw_file``  decoding hnswlib's ``index.bin``
@@ -15,7 +15,7 @@ against plain NumPy/Python.
 
 from rectool.retrieval.kernels.baselines import item_neighbours, popular_topk, score_by_neighbours
 from rectool.retrieval.kernels.hnsw_file import level_csr, scan_link_lists
-from rectool.retrieval.kernels.lists import first_duplicate_in_rows, sort_rows
+from rectool.retrieval.kernels.lists import first_duplicate_in_rows, mask_listed, sort_rows
 from rectool.retrieval.kernels.metrics import first_rank_counts, overlap_at_k, rank_metrics
 from rectool.retrieval.kernels.nann import (
     compact,

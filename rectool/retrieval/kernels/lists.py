@@ -1,4 +1,4 @@
-"""Helpers over CSR lists (``offsets`` int64 n + 1, ``values``): membership, row sorting, duplicates."""
+"""Helpers over CSR lists (``offsets`` int64 n + 1, ``values``): membership, masking, row sorting, duplicates."""
 
 from __future__ import annotations
 
@@ -17,6 +17,16 @@ def contains_sorted(values: np.ndarray, x: np.int64) -> bool:
         else:
             hi = mid
     return lo < values.shape[0] and values[lo] == x
+
+
+@njit(cache=True)
+def mask_listed(scores: np.ndarray, rows: np.ndarray, values: np.ndarray, offsets: np.ndarray,
+                sorted_values: np.ndarray) -> None:
+    """In place: ``scores[i] = -inf`` where ``values[i]`` is in row ``rows[i]`` of the row-sorted CSR lists."""
+    for i in range(scores.shape[0]):
+        r = rows[i]
+        if contains_sorted(sorted_values[offsets[r]:offsets[r + 1]], values[i]):
+            scores[i] = -np.inf
 
 
 @njit(cache=True)

@@ -58,16 +58,16 @@ class WindowAttention(nn.Module):
         self.bounds = bounds
         self.out_features = dim * len(bounds)
 
-    def forward(self, query: torch.Tensor, keys: torch.Tensor, mask: torch.Tensor, lengths: torch.Tensor,
-                rows: torch.Tensor) -> torch.Tensor:
-        """query [P, D]; keys [B, L, D], mask [B, L], lengths [B] per user; rows [P] -> [P, windows·D]."""
-        mask, lengths = mask[rows], lengths[rows]
-        w, keys_p = self.attention.weights(query, keys, mask, rows)        # [P, L], [P, L, D]
-        length = keys.shape[1]
+    def forward(self, query: torch.Tensor, keys: torch.Tensor, mask: torch.Tensor,
+                lengths: torch.Tensor) -> torch.Tensor:
+        """query [B, T, D]: T queries per user; keys [B, L, D], mask [B, L], lengths [B] -> [B, T, windows·D]."""
+        b, t, _ = query.shape
+        length, dim = keys.shape[1], keys.shape[2]
+        w = self.attention.weights(query, keys, mask)                                              # [B, T, L]
         recency = lengths.unsqueeze(1) - 1 - torch.arange(length, device=keys.device).unsqueeze(0)   # 0 = newest
-        windows = torch.stack([(recency >= a) & (recency < b) for a, b in self.bounds])           # [W, P, L]
-        pooled = torch.einsum("wpl,pld->pwd", windows.to(w.dtype) * w.unsqueeze(0), keys_p)
-        return pooled.flatten(1)
+        windows = torch.stack([(recency >= a) & (recency < b) for a, b in self.bounds], dim=1)    # [B, W, L]
+        weighted = (w.unsqueeze(2) * windows.to(w.dtype).unsqueeze(1)).reshape(b, t * len(self.bounds), length)
+        return torch.bmm(weighted, keys).reshape(b, t, len(self.bounds) * dim)
 
 
 class CandidateModel(Model):
@@ -111,13 +111,14 @@ class CandidateModel(Model):
             state["user"] = self.engine.group(self.mcfg.user_group, p).flat
         return state
 
-    def score_pairs(self, state: dict[str, torch.Tensor], rows: torch.Tensor, candidates: torch.Tensor,
+    def score_pairs(self, state: dict[str, torch.Tensor], candidates: torch.Tensor,
                     query: torch.Tensor | None = None) -> torch.Tensor:
-        """Logits [P] of (state row, candidate id) pairs; ``query`` overrides the candidate embeddings."""
+        """Logits [B, T] of each state row's T candidate ids [B, T]; ``query`` [B, T, D] overrides their embeddings."""
         q = self.engine.embed_ids(self.mcfg.candidate, candidates) if query is None else query
-        pooled = self.attention(q, state["keys"], state["mask"], state["lengths"], rows)
-        parts = [pooled, q] + ([state["user"][rows]] if "user" in state else [])
-        return self.head(self.mlp(torch.cat(parts, dim=1))).squeeze(-1)
+        b, t, _ = q.shape
+        pooled = self.attention(q, state["keys"], state["mask"], state["lengths"])
+        parts = [pooled, q] + ([state["user"].unsqueeze(1).expand(-1, t, -1)] if "user" in state else [])
+        return self.head(self.mlp(torch.cat(parts, dim=-1).reshape(b * t, -1))).reshape(b, t)
 
     def candidate_embedding(self, candidates: torch.Tensor) -> torch.Tensor:
         return self.engine.embed_ids(self.mcfg.candidate, candidates)
@@ -140,9 +141,7 @@ class PairScorer(nn.Module):
 
     def forward(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         state = self.model.user_state(inputs)
-        cand = inputs[self.model.candidate_column]
-        rows = torch.arange(cand.shape[0], device=cand.device)
-        return self.model.score_pairs(state, rows, cand)
+        return self.model.score_pairs(state, inputs[self.model.candidate_column].unsqueeze(1)).squeeze(1)
 
 
 class CandidateEmbedding(nn.Module):
@@ -178,12 +177,9 @@ class TDM(CandidateModel):
         targets = batch[self.candidate_column].cpu().numpy()
         seed = int(torch.randint(0, 2**31 - 1, (1,)).item())  # from torch's RNG: checkpointed, so resumable
         sample = self.sampler.sample(targets, np.random.default_rng(seed))
-        b, t = sample.node_ids.shape
         device = batch[self.candidate_column].device
-        rows = torch.arange(b, device=device).repeat_interleave(t)
-        nodes = torch.from_numpy(sample.node_ids).to(device).reshape(-1)
-        logits = self.score_pairs(self.user_state(batch), rows, nodes)
-        return {"logits": logits.reshape(b, t), "labels": torch.from_numpy(sample.labels).to(device),
+        logits = self.score_pairs(self.user_state(batch), torch.from_numpy(sample.node_ids).to(device))
+        return {"logits": logits, "labels": torch.from_numpy(sample.labels).to(device),
                 "levels": torch.from_numpy(sample.levels).to(device)}
 
     def loss(self, out: dict[str, torch.Tensor], batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -240,14 +236,13 @@ class NANN(CandidateModel):
         b, device = target.shape[0], target.device
         negatives, neg_logq = self._sample(device)
         cands = torch.cat([target.unsqueeze(1), negatives.unsqueeze(0).expand(b, -1)], dim=1)  # [B, 1 + M]
-        rows = torch.arange(b, device=device).repeat_interleave(cands.shape[1])
-        query = self.candidate_embedding(cands.reshape(-1))
+        query = self.candidate_embedding(cands)                                                  # [B, 1 + M, D]
         state = self.user_state(batch)
-        logits = self.score_pairs(state, rows, cands.reshape(-1), query=query).reshape(b, -1)
+        logits = self.score_pairs(state, cands, query=query)
         logq = torch.cat([self._logq(target).unsqueeze(1), neg_logq.unsqueeze(0).expand(b, -1)], dim=1)
         logq = logq + float(np.log(self.mcfg.negatives))
         hits = torch.cat([torch.zeros(b, 1, dtype=torch.bool, device=device), cands[:, 1:] == target.unsqueeze(1)], 1)
-        return {"logits": logits, "corrected": (logits - logq).masked_fill(hits, -1e9), "query": query, "rows": rows,
+        return {"logits": logits, "corrected": (logits - logq).masked_fill(hits, -1e9), "query": query,
                 "cands": cands, "state": state, "logq": logq, "hits": hits}
 
     def loss(self, out: dict[str, torch.Tensor], batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -257,8 +252,8 @@ class NANN(CandidateModel):
             return clean
         grad, = torch.autograd.grad(clean, out["query"], retain_graph=True)
         perturbed = (out["query"] + self.mcfg.adv_eps * grad.sign()).detach()
-        adv = self.score_pairs(out["state"], out["rows"], out["cands"].reshape(-1), query=perturbed)
-        adv = (adv.reshape(out["logits"].shape) - out["logq"]).masked_fill(out["hits"], -1e9)
+        adv = self.score_pairs(out["state"], out["cands"], query=perturbed)
+        adv = (adv - out["logq"]).masked_fill(out["hits"], -1e9)
         kl = F.kl_div(F.log_softmax(adv, dim=1), F.log_softmax(out["corrected"], dim=1).detach(), log_target=True,
                       reduction="batchmean")
         return clean + self.mcfg.adv_weight * kl

@@ -20,9 +20,10 @@ class TargetAttention(nn.Module):
     """DIN's activation unit: weight_t = MLP([q, k_t, q − k_t, q ⊙ k_t]) for keys k_t, query q.
 
     The first layer is applied to the four blocks separately, which is the same map:
-    W[q; k; q−k; q⊙k] = (W_q + W_d) q + (W_k − W_d) k + W_p (q ⊙ k), so the q-part is
-    computed once per query and the k-part once per user even when a user's keys meet
-    many queries (``rows`` maps each query to its user's keys).
+    W[q; k; q−k; q⊙k] = (W_q + W_d) q + (W_k − W_d) k + W_p (q ⊙ k). The q-part is computed
+    once per query, the k-part once per user, and W_p (q ⊙ k) = (diag(q) W_pᵀ)ᵀ k as one
+    [L, D] × [D, T·H] product per user, so a user's T queries (TDM's sampled nodes, NANN's
+    negatives) never copy its keys into a [T, L, D] tensor.
     """
 
     def __init__(self, dim: int, units: list[int], softmax: bool) -> None:
@@ -35,25 +36,26 @@ class TargetAttention(nn.Module):
         self.score = nn.Linear(units[-1], 1)
         self.softmax = softmax
 
-    def weights(self, query: torch.Tensor, keys: torch.Tensor, mask: torch.Tensor,
-                rows: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """([P, L] weights, [P, L, D] keys of each query) for queries [P, D] and keys [B, L, D]."""
+    def weights(self, query: torch.Tensor, keys: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """[B, T, L] weights of T queries per user ([B, T, D]) over that user's keys [B, L, D] (mask [B, L])."""
+        b, t, d = query.shape
+        length = keys.shape[1]
         wq, wk, wd, wp = self.first.weight.split(self.dim, dim=1)
-        q_part = query @ (wq + wd).t() + self.first.bias                 # [P, H]
-        k_part = keys @ (wk - wd).t()                                     # [B, L, H]
-        if rows is not None:
-            keys, k_part = keys[rows], k_part[rows]
-        h = q_part.unsqueeze(1) + k_part + (query.unsqueeze(1) * keys) @ wp.t()
-        b, length, units = h.shape
-        h = self.rest(self.act(h.reshape(b * length, units)))
-        w = self.score(h).reshape(b, length)
+        units = wq.shape[0]
+        q_part = query @ (wq + wd).t() + self.first.bias                               # [B, T, H]
+        k_part = keys @ (wk - wd).t()                                                   # [B, L, H]
+        per_query = (query.unsqueeze(-1) * wp.t()).transpose(1, 2).reshape(b, d, t * units)   # [B, D, T·H]
+        cross = torch.bmm(keys, per_query).reshape(b, length, t, units).transpose(1, 2)        # [B, T, L, H]
+        h = self.rest(self.act((cross + q_part.unsqueeze(2) + k_part.unsqueeze(1)).reshape(-1, units)))
+        w = self.score(h).reshape(b, t, length)
+        m = mask.unsqueeze(1)
         if self.softmax:
-            w = torch.softmax(w.masked_fill(~mask, -1e9), dim=1)
-        return w * mask.to(w.dtype), keys
+            w = torch.softmax(w.masked_fill(~m, -1e9), dim=-1)
+        return w * m.to(w.dtype)
 
     def forward(self, query: torch.Tensor, keys: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        w, keys = self.weights(query, keys, mask)
-        return torch.bmm(w.unsqueeze(1), keys).squeeze(1)
+        """Attention-pooled keys [B, D] for one query [B, D] per user."""
+        return torch.bmm(self.weights(query.unsqueeze(1), keys, mask), keys).squeeze(1)
 
 
 class DIN(RankingModel):

@@ -1,0 +1,199 @@
+"""TDM quality on the shared real datasets (issue 6), through the CLI end to end.
+
+Datasets (``../shared/data``): movielens-100k (``u.data``; category = the first genre flag
+of ``u.item``) and amazon-beauty (``Beauty.txt``, time-ordered lines; category = the first
+attribute in ``Beauty_item2attributes.json``). Protocol: the TDM/JTM user split of
+``dataset --task next-item`` (disjoint train and test users; a test user's first half of
+behaviours is the input, the second half the truth; input items excluded from results).
+
+For each dataset: ``tree init`` → ``train`` (TDM) → ``export`` → ``embed`` → ``tree cluster``
+→ ``train`` again on the learnt tree → ``export``; for both trees ``retrieve --method tdm``
+(beam search) and ``--method brute`` (every leaf scored by the same model) → ``eval-topk``
+with ``--brute-path`` (recall-Δ, coverage); the share of the catalogue scored comes from
+the beam search's ``_meta.json``. On the same split: a two-tower model (exact search),
+item-CF and popularity.
+
+    python bench/bench_tdm_quality.py [--datasets movielens-100k,amazon-beauty] [--epochs 4]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.dataset as pads
+import pyarrow.parquet as pq
+import yaml
+from bench_baselines import _shared_data
+from bench_retrieval_quality import rt as _rt
+from common import DATA, ROOT, emit, log
+
+# per dataset: test users, recall K, beams (nodes kept per level; the first is the headline setting)
+SETTINGS = {
+    "movielens-100k": {"n_test": 200, "k": 10, "beams": [10, 20, 40], "min_behaviors": 20},
+    "amazon-beauty": {"n_test": 1000, "k": 20, "beams": [40, 80, 160], "min_behaviors": 5},
+}
+
+
+def rt(*args: object) -> str:
+    """A rectool command; outputs are scratch, so a rerun (``--reuse``) replaces them."""
+    return _rt(*args) if args[0] == "train" else _rt(*args, "--overwrite")
+
+
+def convert(name: str, root: Path, work: Path) -> tuple[str, dict[int, int]]:
+    """Events dataset and item -> category."""
+    if name == "movielens-100k":
+        src = root / "movielens-100k"
+        events = rt("convert", "--format", "movielens", src / "u.data", "-o", work / "events")
+        cats = {}
+        for line in (src / "u.item").read_text(encoding="latin-1").splitlines():
+            parts = line.split("|")
+            flags = [int(x) for x in parts[5:]]
+            cats[int(parts[0])] = flags.index(1) if 1 in flags else 0
+        return events, cats
+    src = root / "amazon-beauty"
+    events = rt("convert", "--format", "user-lines", src / "Beauty.txt", "-o", work / "events")
+    attrs = json.loads((src / "Beauty_item2attributes.json").read_text())
+    return events, {int(k): (v[0] if v else 0) for k, v in attrs.items()}
+
+
+def items_with_categories(seq: Path, cats: dict[int, int], out: Path) -> Path:
+    ids = pads.dataset(seq / "items").to_table(columns=["item_id"])["item_id"].to_numpy()
+    cat = np.array([cats.get(int(i), 0) for i in ids], dtype=np.int64)
+    out.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.table({"item_id": ids, "category_id": cat}), out / "part-0.parquet")
+    return out
+
+
+def layer_samples(tree: str) -> list[int]:
+    sizes = json.loads((Path(tree) / "_meta.json").read_text())["level_sizes"]
+    return [0] + [min(1 + level // 2, 8, n - 1) for level, n in enumerate(sizes) if level]
+
+
+def tdm_config(seq: Path, tree: str, model_dir: Path, epochs: int) -> dict:
+    cfg = yaml.safe_load((ROOT / "examples" / "tdm_userbehavior.yaml").read_text())
+    cfg["data"].update(train_input=str(seq / "train"), eval_input=str(seq / "train"))
+    cfg["model"].update(tree=tree, layer_num_sample=layer_samples(tree))
+    cfg["train"] = {"model_dir": str(model_dir), "epochs": epochs, "log_every": 200, "seed": 7}
+    cfg["eval"] = {"max_rows": 5000}
+    return cfg
+
+
+def two_tower_config(seq: Path, model_dir: Path, n_items: int, epochs: int) -> dict:
+    feats = [{"name": "hist_items", "kind": "sequence", "input": "hist_item_ids", "max_len": 50,
+              "num_buckets": n_items + 1, "embedding_dim": 64, "embedding_name": "item", "combiner": "none"},
+             {"name": "item_id", "kind": "id", "num_buckets": n_items + 1, "embedding_dim": 64,
+              "embedding_name": "item"}]
+    return {"data": {"train_input": str(seq / "train"), "batch_size": 512, "label": None}, "features": feats,
+            "feature_groups": {"user": ["hist_items"], "item": ["item_id"]},
+            "model": {"type": "two_tower", "output_dim": 64, "user_tower": {"hidden_units": [128]},
+                      "item_tower": {"hidden_units": []}, "l2_normalize": True, "history_pooling": "attention",
+                      "loss": {"temperature": 0.05, "log_q": True}},
+            "optimizer": {"dense": {"type": "adam", "lr": 0.001}, "sparse": {"type": "sparse_adam", "lr": 0.005}},
+            "train": {"model_dir": str(model_dir), "epochs": epochs, "log_every": 200, "seed": 7}}
+
+
+def evaluate(recalls: str, seq: Path, out: Path, k: int, brute: str | None = None) -> dict:
+    extra = ["--brute-path", brute] if brute else []
+    rt("eval-topk", "--recall-path", recalls, "--truth-path", seq / "test" / "truth", "--k-list", k,
+       "--output", out, "--overwrite", *extra)
+    row = json.loads((out / "metrics.json").read_text())["metrics"][str(k)]
+    return {f"{m}@{k}": round(row[m], 4) for m in ("recall", "ndcg", "hit_rate", "recall_brute", "recall_delta",
+                                                    "coverage_brute") if m in row}
+
+
+def train(cfg: dict, path: Path) -> tuple[str, float]:
+    path.write_text(yaml.safe_dump(cfg))
+    start = time.perf_counter()
+    return rt("train", "--config", path), round(time.perf_counter() - start, 1)
+
+
+
+def tdm_round(tag: str, tree: str, seq: Path, work: Path, s: dict, epochs: int, reuse: bool) -> tuple[list, str]:
+    ex = work / f"tdm_{tag}_export"
+    secs = None
+    if not (reuse and ex.is_dir()):
+        m, secs = train(tdm_config(seq, tree, work / f"tdm_{tag}", epochs), work / f"tdm_{tag}.yaml")
+        ex = rt("export", "--model-dir", m, "--export-dir", ex)
+    start = time.perf_counter()
+    brute = rt("retrieve", "--method", "brute", "--model", ex, "--tree", tree, "--users", seq / "test" / "inputs",
+               "--topk", s["k"], "-o", work / f"recalls_tdm_{tag}_brute")
+    brute_s = time.perf_counter() - start
+    rows = [{"method": f"tdm ({tag} tree), brute force", "train_seconds": secs, "search_s": round(brute_s, 1),
+             **evaluate(brute, seq, work / f"eval_tdm_{tag}_brute", s["k"])}]
+    for beam_width in s["beams"]:
+        start = time.perf_counter()
+        beam = rt("retrieve", "--method", "tdm", "--model", ex, "--tree", tree, "--users", seq / "test" / "inputs",
+                  "--topk", s["k"], "--beam", beam_width, "-o", work / f"recalls_tdm_{tag}_beam{beam_width}")
+        meta = json.loads((Path(beam) / "_meta.json").read_text())
+        seconds = round(time.perf_counter() - start, 1)
+        rows.append({"method": f"tdm ({tag} tree), beam {beam_width}", "search_s": seconds,
+                     "mean_scored": round(meta["mean_scored_per_user"], 1), "catalogue": meta["catalogue"],
+                     **evaluate(beam, seq, work / f"eval_tdm_{tag}_beam{beam_width}", s["k"], brute)})
+    return rows, str(ex)
+
+
+def run_dataset(name: str, root: Path, epochs: int, reuse: bool) -> dict:
+    """``reuse``: keep the trained models of an earlier run (exports present) and only search and evaluate again."""
+    s = SETTINGS[name]
+    work = DATA / "tdm_quality" / name
+    if not reuse:
+        shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True, exist_ok=True)
+    events, cats = convert(name, root, work)
+    seq = Path(rt("dataset", "--task", "next-item", "--protocol", "user-split", "--events", events,
+                  "--n-test", s["n_test"], "--n-valid", 0, "--min-behaviors", s["min_behaviors"],
+                  "--max-history", 50, "-o", work / "seq"))
+    items = items_with_categories(seq, cats, work / "items_cat")
+    n_items = int(pads.dataset(seq / "items").to_table(columns=["item_id"])["item_id"].to_numpy().max())
+    rows = []
+    for rule in ("popularity", "item-cf"):
+        r = rt("baseline", "--rule", rule, "--train", seq / "train_sequences", "--history", seq / "test" / "inputs",
+               "--users", seq / "test" / "truth", "--k", s["k"], "-o", work / f"recalls_{rule}")
+        rows.append({"method": rule, **evaluate(r, seq, work / f"eval_{rule}", s["k"])})
+        log(f"{name}: {rows[-1]}")
+    tree = rt("tree", "init", "--item-input-path", items, "--item-id-field", "item_id", "--cate-id-field",
+              "category_id", "--tree-output-dir", work / "tree_init")
+    found, ex = tdm_round("initial", tree, seq, work, s, epochs, reuse)
+    rows += found
+    log(f"{name}: {found}")
+    emb = rt("embed", "--model", ex, "--items", seq / "items", "-o", work / "emb_init")
+    tree = rt("tree", "cluster", "--item-input-path", emb, "--item-id-field", "item_id", "--embedding-field",
+              "item_emb", "--tree-output-dir", work / "tree_learnt")
+    found, _ = tdm_round("learnt", tree, seq, work, s, epochs, reuse)
+    rows += found
+    log(f"{name}: {found}")
+    ex, secs = work / "two_tower_export", None
+    if not (reuse and ex.is_dir()):
+        m, secs = train(two_tower_config(seq, work / "two_tower", n_items, epochs), work / "two_tower.yaml")
+        ex = rt("export", "--model-dir", m, "--export-dir", ex)
+    emb = rt("embed", "--model", ex, "--items", seq / "items", "-o", work / "two_tower_emb")
+    r = rt("retrieve", "--method", "brute", "--model", ex, "--items", emb, "--users", seq / "test" / "inputs",
+           "--topk", s["k"], "-o", work / "recalls_two_tower")
+    rows.append({"method": "two-tower (exact)", "train_seconds": secs,
+                 **evaluate(r, seq, work / "eval_two_tower", s["k"])})
+    log(f"{name}: {rows[-1]}")
+    return {"settings": s, "epochs": epochs, "items": n_items, "exclusion": "the test user's input items",
+            "runs": rows}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--datasets", default=",".join(SETTINGS))
+    ap.add_argument("--epochs", type=int, default=2)
+    ap.add_argument("--reuse", action="store_true", help="keep trained models of an earlier run; search and "
+                                                          "evaluate again")
+    args = ap.parse_args()
+    root = _shared_data()
+    if root is None:
+        raise SystemExit("bench_tdm_quality: ../shared/data not found (set RECTOOL_SHARED_DATA)")
+    emit("tdm_quality", {name: run_dataset(name, root, args.epochs, args.reuse) for name in args.datasets.split(",")})
+
+
+if __name__ == "__main__":
+    main()
