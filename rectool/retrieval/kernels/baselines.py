@@ -6,6 +6,7 @@ import numpy as np
 from numba import njit, prange
 
 from rectool.retrieval.kernels.lists import contains_sorted
+from rectool.retrieval.kernels.topk import first_k_kept
 
 
 @njit(cache=True, parallel=True)
@@ -112,15 +113,6 @@ def popular_topk(ranked: np.ndarray, counts: np.ndarray, excl_ptr: np.ndarray, e
     scores = np.full((n_users, k), -np.inf, dtype=np.float32)
     lengths = np.zeros(n_users, dtype=np.int64)
     for u in range(n_users):
-        excl = excl_sorted[excl_ptr[u]:excl_ptr[u + 1]]
-        o = 0
-        for r in range(ranked.shape[0]):
-            if o >= k:
-                break
-            if excl.shape[0] > 0 and contains_sorted(excl, ranked[r]):
-                continue
-            out[u, o] = ranked[r]
-            scores[u, o] = counts[r]
-            o += 1
-        lengths[u] = o
+        lengths[u] = first_k_kept(ranked, counts, ranked.shape[0], k, excl_sorted[excl_ptr[u]:excl_ptr[u + 1]],
+                                  out[u], scores[u])
     return out, scores, lengths

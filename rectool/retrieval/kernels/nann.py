@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from rectool.retrieval.kernels.lists import contains_sorted
+from rectool.retrieval.kernels.topk import first_k_kept
 
 
 @njit(cache=True)
@@ -147,18 +147,8 @@ def take_top(top_nodes: np.ndarray, top_scores: np.ndarray, top_len: np.ndarray,
     scores = np.full((n, k), -np.inf, dtype=np.float32)
     lengths = np.zeros(n, dtype=np.int64)
     for u in range(n):
-        excl = excl_sorted[excl_offsets[u]:excl_offsets[u + 1]]
-        o = 0
-        for i in range(top_len[u]):
-            if o >= k:
-                break
-            node = top_nodes[u, i]
-            if excl.shape[0] > 0 and contains_sorted(excl, node):
-                continue
-            nodes[u, o] = node
-            scores[u, o] = top_scores[u, i]
-            o += 1
-        lengths[u] = o
+        lengths[u] = first_k_kept(top_nodes[u], top_scores[u], top_len[u], k,
+                                  excl_sorted[excl_offsets[u]:excl_offsets[u + 1]], nodes[u], scores[u])
     return nodes, scores, lengths
 
 

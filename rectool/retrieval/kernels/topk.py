@@ -86,6 +86,23 @@ def heap_sorted(heap_s: np.ndarray, heap_i: np.ndarray, heap_n: np.ndarray) -> N
 
 
 @njit(cache=True)
+def first_k_kept(labels: np.ndarray, scores: np.ndarray, length: int, k: int, excl: np.ndarray,
+                 out_l: np.ndarray, out_s: np.ndarray) -> int:
+    """One row: copy the first ``k`` of ``labels[:length]`` not in ``excl`` (sorted) to ``out_l``/``out_s``;
+    a negative label ends the row. Returns how many were copied. Labels [3, 1, 2], k 2, excl [1] -> [3, 2], 2."""
+    o = 0
+    for j in range(length):
+        if o >= k or labels[j] < 0:
+            break
+        if excl.shape[0] > 0 and contains_sorted(excl, labels[j]):
+            continue
+        out_l[o] = labels[j]
+        out_s[o] = scores[j]
+        o += 1
+    return o
+
+
+@njit(cache=True)
 def filter_rows(labels: np.ndarray, scores: np.ndarray, k: int, excl_offsets: np.ndarray,
                 excl_sorted: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The first ``k`` labels per row that are not excluded (negative labels end a row).
@@ -95,17 +112,8 @@ def filter_rows(labels: np.ndarray, scores: np.ndarray, k: int, excl_offsets: np
     out_s = np.full((n, k), -np.inf, dtype=np.float32)
     lengths = np.zeros(n, dtype=np.int64)
     for r in range(n):
-        excl = excl_sorted[excl_offsets[r]:excl_offsets[r + 1]]
-        o = 0
-        for j in range(labels.shape[1]):
-            if o >= k or labels[r, j] < 0:
-                break
-            if excl.shape[0] > 0 and contains_sorted(excl, labels[r, j]):
-                continue
-            out_l[r, o] = labels[r, j]
-            out_s[r, o] = scores[r, j]
-            o += 1
-        lengths[r] = o
+        lengths[r] = first_k_kept(labels[r], scores[r], labels.shape[1], k,
+                                  excl_sorted[excl_offsets[r]:excl_offsets[r + 1]], out_l[r], out_s[r])
     return out_l, out_s, lengths
 
 
