@@ -65,6 +65,10 @@ class LazyAdam(torch.optim.SparseAdam):
                        for g in self.param_groups for p in g["params"])
         if fallback:
             return super().step(closure)
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
         for group in self.param_groups:
             beta1, beta2 = group["betas"]
             for p in group["params"]:
@@ -83,7 +87,7 @@ class LazyAdam(torch.optim.SparseAdam):
                 step_size = float(group["lr"]) * math.sqrt(1 - beta2 ** step) / (1 - beta1 ** step)
                 lazy_adam_rows(p.detach().numpy(), state["exp_avg"].numpy(), state["exp_avg_sq"].numpy(),
                                rows.numpy(), summed.numpy(), beta1, beta2, group["eps"], step_size)
-        return None
+        return loss
 
 
 class RowWiseAdagrad(torch.optim.Optimizer):
