@@ -225,7 +225,11 @@ def test_interrupted_conversion_leaves_no_output(tiny_tianchi, tmp_path, monkeyp
 def test_sigint_exits_130_and_cleans_up(tiny_tianchi, tmp_path):
     """A real Ctrl-C in a real process: exit 130, one line, no output and no temp left."""
     script = textwrap.dedent(f"""
-        import time, sys
+        import faulthandler, signal, time, sys
+        # a shell gives Ctrl-C its default action; a child inherits an ignored SIGINT from its parent,
+        # so do not depend on the test runner's state. SIGUSR1 dumps every thread's stack (diagnosis).
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        faulthandler.register(signal.SIGUSR1, all_threads=True)
         from rectool.ingest import convert as c
         real = c.normalise
         def slow(*a, **k):
@@ -253,8 +257,11 @@ def test_sigint_exits_130_and_cleans_up(tiny_tianchi, tmp_path):
         except subprocess.TimeoutExpired:
             continue
     else:
+        proc.send_signal(signal.SIGUSR1)  # where it is stuck, for the failure message
+        time.sleep(1)
         proc.kill()
-        raise AssertionError("convert ignored three SIGINTs")
+        _, err = proc.communicate()
+        raise AssertionError(f"convert ignored three SIGINTs; its threads:\n{err[-6000:]}")
     assert proc.returncode == 130, err
     assert "interrupted" in err and "Traceback" not in err
     assert list(tmp_path.iterdir()) == []
