@@ -236,3 +236,17 @@ def test_raw_feature_matching_many_columns(tmp_path):
 
     with pytest.raises(UserError, match="match 'zz_\\*' selects no numeric column"):
         build_input_spec(bad, pq.read_schema(tmp_path / "d" / "p.parquet"), "d")
+
+
+def test_auto_loader_workers_are_fixed_by_the_first_run(tmp_path, monkeypatch):
+    """The batch order depends on the worker count: a resumed run keeps the first run's, whatever its cores."""
+    from rectool.train import trainer
+    from rectool.train.config import Config
+
+    cfg = Config.model_validate(toy_config(tmp_path / "data.parquet", tmp_path / "m"))
+    assert cfg.data.num_workers == 0  # the toy config pins it; check auto on a copy
+    cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"num_workers": "auto"})})
+    monkeypatch.setattr(trainer, "_cores_per_process", lambda: 16)
+    assert trainer._loader_workers(cfg, tmp_path) == 2
+    (tmp_path / trainer.LOADER_WORKERS_FILE).write_text("0")
+    assert trainer._loader_workers(cfg, tmp_path) == 0

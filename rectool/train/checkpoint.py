@@ -4,6 +4,7 @@ Layout under ``model_dir``::
 
     config.yaml              the resolved config
     input_spec.json          how parquet columns become tensors
+    loader_workers.txt       the loader process count (``num_workers: auto`` resolved once: it fixes the batch order)
     checkpoints/ckpt-00001000.pt   every ``checkpoint_every`` steps and at the end; the last K kept
     checkpoints/best.pt      the best by ``train.best_metric``
     metrics.jsonl            one JSON line per log / eval event

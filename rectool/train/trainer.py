@@ -91,9 +91,17 @@ def _threads(cfg: Config) -> int:
     return cfg.train.threads or _cores_per_process()
 
 
-def _loader_workers(cfg: Config) -> int:
+LOADER_WORKERS_FILE = "loader_workers.txt"
+
+
+def _loader_workers(cfg: Config, model_dir: Path) -> int:
+    """``data.num_workers``, with ``auto`` resolved once per model_dir: the batch order depends on
+    the worker count, so a run resumed on a machine with other cores keeps the first run's count."""
     if cfg.data.num_workers != "auto":
         return cfg.data.num_workers
+    saved = model_dir / LOADER_WORKERS_FILE
+    if saved.is_file():
+        return int(saved.read_text())
     cores = _cores_per_process()
     return 0 if cores <= 2 else 1 if cores < 8 else 2
 
@@ -130,6 +138,9 @@ def _prepare_model_dir(cfg: Config, spec: InputSpec, dist: D.Dist, resume: bool)
                             "use a new model_dir to train this one")
         saved.write_text(dump_config(cfg))
         (model_dir / "input_spec.json").write_text(spec.to_json())
+        workers = model_dir / LOADER_WORKERS_FILE
+        if not (existing and workers.is_file()):
+            workers.write_text(str(_loader_workers(cfg, model_dir)))
     D.barrier()
     return model_dir
 
@@ -169,7 +180,7 @@ def _train(cfg: Config, dist: D.Dist, resume: bool) -> dict[str, Any]:
 
     keys = (cfg.eval.gauc_key,) if "gauc" in cfg.eval.metrics and module.needs_label else ()
     d = cfg.data
-    workers = _loader_workers(cfg)
+    workers = _loader_workers(cfg, model_dir)
     train_loader = Loader(d.train_input, spec, batch_size=d.batch_size, num_workers=workers,
                           seed=cfg.train.seed, shuffle=d.shuffle, shuffle_buffer=d.shuffle_buffer,
                           drop_remainder=d.drop_remainder, rank=dist.rank, world=dist.world)
