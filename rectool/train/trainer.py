@@ -100,7 +100,7 @@ def _loader_workers(cfg: Config, model_dir: Path) -> int:
     if cfg.data.num_workers != "auto":
         return cfg.data.num_workers
     saved = model_dir / LOADER_WORKERS_FILE
-    if saved.is_file():
+    if saved.is_file() and saved.read_text().strip().isdigit():
         return int(saved.read_text())
     cores = _cores_per_process()
     return 0 if cores <= 2 else 1 if cores < 8 else 2
