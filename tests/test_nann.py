@@ -46,14 +46,18 @@ def _instrumented(scorer):
     return score, calls
 
 
-@pytest.mark.parametrize("ef, rounds, batch", [((100, 200, 400), (1, 1, 3), 256), ((10, 30, 60), (1, 2, 4), 5),
-                                               ((50, 20, 40), (0, 1, 2), 7)])
-def test_numba_search_equals_plain_python(setup, ef, rounds, batch):
+@pytest.mark.parametrize("ef, rounds, batch, expand", [((100, 200, 400), (1, 1, 3), 256, None),
+                                                       ((10, 30, 60), (1, 2, 4), 5, None),
+                                                       ((50, 20, 40), (0, 1, 2), 7, None),
+                                                       ((20, 40, 80), (1, 5, 30), 6, 3),
+                                                       ((20, 40, 80), (1, 50, 400), 256, 1)])
+def test_numba_search_equals_plain_python(setup, ef, rounds, batch, expand):
     graph, _, users, scorer = setup
     history = Ragged.from_lists([[3 + 10 * (u * 37 % N_ITEMS), 3 + 10 * (u * 91 % N_ITEMS), -1] for u in range(23)])
     recall_num = min(40, ef[2])
-    fast = nann_search(graph, 23, scorer, recall_num, ef, rounds, exclude=history, batch_size=batch, progress=False)
-    slow = nann_search_reference(graph, 23, scorer, recall_num, ef, rounds, exclude=history)
+    fast = nann_search(graph, 23, scorer, recall_num, ef, rounds, expand=expand, exclude=history, batch_size=batch,
+                       progress=False)
+    slow = nann_search_reference(graph, 23, scorer, recall_num, ef, rounds, expand=expand, exclude=history)
     assert np.array_equal(fast.item_ids, slow.item_ids)
     assert np.array_equal(fast.lengths, slow.lengths) and np.array_equal(fast.n_scored, slow.n_scored)
     assert np.allclose(fast.scores, slow.scores)

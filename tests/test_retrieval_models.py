@@ -142,12 +142,30 @@ def test_tdm_trains_on_tree_samples_and_exports_a_scorer(seqs, tmp_path, cli):
     program, spec, meta = load_program(tmp_path / "ex", "scorer")
     assert set(meta["parts"]) == {"scorer", "item_embedding"}
     _, _, model, _ = load_trained(tmp_path / "m", "latest")
-    x = {"hist_item_ids": torch.tensor([[3, 4, 0, 0, 0], [7, 8, 9, 0, 0]]), "hist_item_ids__len": torch.tensor([2, 3]),
-         "item_id": torch.tensor([11, 10**9])}  # an item and a non-leaf node id
+    users = {"hist_item_ids": torch.tensor([[3, 4, 0, 0, 0], [7, 8, 9, 0, 0]]),
+             "hist_item_ids__len": torch.tensor([2, 3])}
+    for candidates in ([[11], [10**9]], [[11, 5, 3, 10**9, 2], [4, 4, 7, 1, 10**9 + 1]]):  # items, non-leaf nodes
+        x = users | {"item_id": torch.tensor(candidates)}
+        with torch.no_grad():
+            expected = model.score_pairs(model.user_state(x), x["item_id"])
+        assert program(x).shape == expected.shape
+        assert torch.allclose(program(x), expected, atol=1e-5)
+
+    # retrieve's callback packs flat (user, candidate) pairs into per-user rows: same scores as one by one
+    from rectool.retrieval import retrieve as rv
+
+    scorer = rv.PairScorer(program, users, "item_id")
+    user_index = np.array([0, 0, 0, 1, 1, 0, 1, 1, 1, 1, 1], dtype=np.int64)
+    items = np.array([11, 5, 3, 4, 4, 2, 7, 1, 9, 10**9, 6], dtype=np.int64)
     with torch.no_grad():
-        state = model.user_state(x)
-        expected = model.score_pairs(state, x["item_id"].unsqueeze(1)).squeeze(1)
-    assert torch.allclose(program(x), expected, atol=1e-5)
+        alone = np.array([model.score_pairs(model.user_state({k: v[[u]] for k, v in users.items()}),
+                                            torch.tensor([[i]])).item() for u, i in zip(user_index, items)])
+    for width, chunk in ((4096, 32768), (2, 5), (1, 1)):  # runs split and calls cut at several sizes
+        rv.RUN_WIDTH, rv.PAIR_CHUNK = width, chunk
+        try:
+            assert np.allclose(scorer(user_index, items), alone, atol=1e-5)
+        finally:
+            rv.RUN_WIDTH, rv.PAIR_CHUNK = 4096, 32_768
 
 
 def test_nann_adversarial_loss_equals_clean_loss_at_zero_eps(seqs, tmp_path):

@@ -102,6 +102,8 @@ def retrieve(
     ef: Annotated[str | None, typer.Option("--ef", help="hnsw: search ef; nann: ef of levels 2,1,0 "
                                                         "[100,200,400].")] = None,
     rounds: Annotated[str | None, typer.Option("--rounds", help="nann: rounds on levels 2,1,0 [1,1,3].")] = None,
+    expand: Annotated[int | None, typer.Option("--expand", help="nann: nodes expanded per user and round, best "
+                                                                "first [all not yet expanded].")] = None,
     beam: Annotated[int | None, typer.Option("--beam", help="tdm: nodes kept per level [2 x topk].")] = None,
     exclude_seen: Annotated[bool, typer.Option("--exclude-seen/--keep-seen", help="Never return the user's "
                                                                                   "input items.")] = True,
@@ -120,7 +122,8 @@ def retrieve(
     console.set_quiet(quiet)
     reserved = [c.strip() for v in reserved_columns or [] for c in v.split(",") if c.strip()]
     result = run_retrieve(method, model, users, output, topk=topk, index=index, items=items, tree=tree,  # type: ignore
-                          ef=ef, rounds=rounds, beam=beam, exclude_seen=exclude_seen, exclude_column=exclude_column,
-                          reserved_columns=reserved, batch_size=batch_size, threads=threads, overwrite=overwrite)
+                          ef=ef, rounds=rounds, expand=expand, beam=beam, exclude_seen=exclude_seen,
+                          exclude_column=exclude_column, reserved_columns=reserved, batch_size=batch_size,
+                          threads=threads, overwrite=overwrite)
     console.summary(f"retrieve {method}", result)
     console.emit_path(output)

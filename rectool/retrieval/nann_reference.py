@@ -20,18 +20,16 @@ from rectool.retrieval.graph import HnswGraph
 from rectool.retrieval.nann_search import Scorer
 
 
-def _merge(top: list[tuple[float, int]], new: list[tuple[float, int]], ef: int) -> tuple[list[tuple[float, int]],
-                                                                                          list[int]]:
-    """Top-``ef`` of the union (score desc; old before new; new in gather order), entered nodes."""
+def _merge(top: list[tuple[float, int]], new: list[tuple[float, int]], ef: int) -> list[tuple[float, int]]:
+    """Top-``ef`` of the union (score desc; old before new; new in gather order)."""
     ranked = sorted([(-s, 0, i, node) for i, (s, node) in enumerate(top)]
                     + [(-s, 1, i, node) for i, (s, node) in enumerate(new) if s == s])
-    kept = ranked[:ef]
-    return [(-neg, node) for neg, _, _, node in kept], [node for _, is_new, _, node in kept if is_new]
+    return [(-neg, node) for neg, _, _, node in ranked[:ef]]
 
 
 def nann_search_reference(graph: HnswGraph, n_users: int, scorer: Scorer, recall_num: int = 200,
                           ef: tuple[int, int, int] = (100, 200, 400), rounds: tuple[int, int, int] = (1, 1, 3),
-                          exclude: Ragged | None = None) -> TopK:
+                          expand: int | None = None, exclude: Ragged | None = None) -> TopK:
     """Plain-Python NANN search; ``exclude`` holds item ids per user."""
     ids = np.asarray(graph.ids)
     row_of = {int(item): node for node, item in enumerate(ids)}
@@ -47,12 +45,16 @@ def nann_search_reference(graph: HnswGraph, n_users: int, scorer: Scorer, recall
             return [(float(s), node) for s, node in zip(values, nodes, strict=True)]
 
         visited = set(enter)
-        top, _ = _merge([], score(enter), ef[0])
+        top = _merge([], score(enter), ef[0])
         n_scored[user] = len(enter)
         for level, ef_level, n_rounds in ((1, ef[1], rounds[1]), (0, ef[2], rounds[2])):
             top = top[:ef_level]
-            candidates = [node for _, node in top]
+            expanded: set[int] = set()
             for _ in range(n_rounds):
+                candidates = [node for _, node in top if node not in expanded][:expand or ef_level]
+                if not candidates:
+                    break
+                expanded.update(candidates)
                 new: list[int] = []
                 for node in candidates:
                     for neighbour in graph.neighbours(level, node):
@@ -60,10 +62,9 @@ def nann_search_reference(graph: HnswGraph, n_users: int, scorer: Scorer, recall
                         if neighbour not in visited:
                             visited.add(neighbour)
                             new.append(neighbour)
-                if not new:
-                    break
-                n_scored[user] += len(new)
-                top, candidates = _merge(top, score(new), ef_level)
+                if new:
+                    n_scored[user] += len(new)
+                    top = _merge(top, score(new), ef_level)
         excluded = set() if exclude is None else {row_of[int(i)] for i in exclude.row(user) if int(i) in row_of}
         kept = [(s, node) for s, node in top if node not in excluded][:recall_num]
         for rank, (s, node) in enumerate(kept):

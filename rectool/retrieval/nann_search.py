@@ -11,12 +11,13 @@ row of ``graph.ids``). Everything else runs in numba kernels (``kernels.py``).
 
 Algorithm, per batch of users (``ef`` and ``rounds`` are given for levels 2, 1, 0)
     1. score all enter points (the nodes on levels >= 2), keep the top ef2;
-    2. on level 1, then level 0, run T rounds: gather the level's neighbours of the
-       current candidates, drop visited nodes (a bitmap per user: nothing is scored
-       twice), score the new ones in one batched call, merge them into the top-ef list
-       of that level; the next round's candidates are the new nodes that entered it.
-       Each level starts with its whole top list as candidates; a level stops early
-       when a round brings no new node.
+    2. on level 1, then level 0, run T rounds: the candidates are the nodes of the
+       level's top-ef list not expanded yet on this level (all of them: the paper's
+       rounds, where the next round expands the nodes that entered the list; or only
+       the best ``expand`` of them: HNSW's best-first search, batched), gather their
+       neighbours on the level, drop visited nodes (a bitmap per user: nothing is
+       scored twice), score the new ones in one batched call and merge them into the
+       top-ef list. A level stops early when no node is left to expand.
     3. return the top ``recall_num`` (``exclude`` lists are skipped here, not in the
        navigation) and the number of pairs scored per user.
 
@@ -47,7 +48,7 @@ from rectool.retrieval.graph import HnswGraph
 
 Scorer = Callable[[np.ndarray, np.ndarray], np.ndarray]
 Positive = Annotated[int, Field(ge=1)]
-BITMAP_BUDGET = 256 << 20  # bytes of visited bitmaps per batch at most
+BITMAP_BUDGET = 256 << 20  # bytes of visited and expanded bitmaps per batch at most
 
 
 class NannParams(BaseModel):
@@ -59,6 +60,7 @@ class NannParams(BaseModel):
     rounds: tuple[Annotated[int, Field(ge=0)], Annotated[int, Field(ge=0)], Annotated[int, Field(ge=0)]] = (1, 1, 3)
     recall_num: Positive = 200
     batch_size: Positive = 256
+    expand: Positive | None = None  # nodes expanded per user and round; None: every unexpanded one
 
 
 def dot_scorer(user_emb: np.ndarray, item_emb: np.ndarray) -> Scorer:
@@ -82,7 +84,7 @@ def _score(scorer: Scorer, users: np.ndarray, nodes: np.ndarray) -> np.ndarray:
 class _Batch:
     """The state of one user batch: top lists, visited bitmaps, counters."""
 
-    def __init__(self, start: int, size: int, width: int, visited: np.ndarray) -> None:
+    def __init__(self, start: int, size: int, width: int, visited: np.ndarray, expanded: np.ndarray) -> None:
         self.start, self.size = start, size
         self.top_nodes = np.full((size, width), -1, dtype=np.int32)
         self.top_scores = np.full((size, width), -np.inf, dtype=np.float32)
@@ -90,21 +92,27 @@ class _Batch:
         self.n_scored = np.zeros(size, dtype=np.int64)
         self.visited = visited[:size]
         self.visited[:] = 0
+        self.expanded = expanded[:size]  # nodes expanded on the current level
 
-    def score_and_merge(self, scorer: Scorer, offsets: np.ndarray, nodes: np.ndarray, ef: int) -> Ragged:
-        """Score new nodes (CSR over the batch), merge into the top lists; returns the entered nodes."""
+    def score_and_merge(self, scorer: Scorer, offsets: np.ndarray, nodes: np.ndarray, ef: int) -> None:
+        """Score new nodes (CSR over the batch) and merge them into the top lists."""
         counts = np.diff(offsets)
         users = np.repeat(np.arange(self.start, self.start + self.size, dtype=np.int64), counts)
         scores = _score(scorer, users, nodes)
         self.n_scored += counts
-        entered = np.empty(len(nodes), dtype=np.int32)
-        took = kernels.merge_into_top(self.top_nodes, self.top_scores, self.top_len, ef, offsets, nodes, scores,
-                                      entered)
-        return Ragged(*kernels.compact(entered, offsets, took))
+        kernels.merge_into_top(self.top_nodes, self.top_scores, self.top_len, ef, offsets, nodes, scores)
 
-    def top_as_candidates(self) -> Ragged:
-        mask = np.arange(self.top_nodes.shape[1]) < self.top_len[:, None]
-        return Ragged.from_lengths(self.top_len.copy(), self.top_nodes[mask])
+    def search_level(self, scorer: Scorer, indptr: np.ndarray, indices: np.ndarray, ef: int, rounds: int,
+                     expand: int | None) -> None:
+        np.minimum(self.top_len, ef, out=self.top_len)
+        self.expanded[:] = 0
+        for _ in range(rounds):
+            candidates = Ragged(*kernels.pick_unexpanded(self.top_nodes, self.top_len, self.expanded, expand or ef))
+            if len(candidates.values) == 0:
+                break
+            new_offsets, new_nodes = _gather(self, candidates, indptr, indices)
+            if len(new_nodes):
+                self.score_and_merge(scorer, new_offsets, new_nodes, ef)
 
 
 def _gather(batch: _Batch, candidates: Ragged, indptr: np.ndarray, indices: np.ndarray) -> tuple[np.ndarray,
@@ -120,13 +128,15 @@ def _gather(batch: _Batch, candidates: Ragged, indptr: np.ndarray, indices: np.n
 
 def nann_search(graph: HnswGraph, n_users: int, scorer: Scorer, recall_num: int = 200,
                 ef: tuple[int, int, int] = (100, 200, 400), rounds: tuple[int, int, int] = (1, 1, 3), *,
-                exclude: Ragged | None = None, batch_size: int = 256, progress: bool = True) -> TopK:
+                expand: int | None = None, exclude: Ragged | None = None, batch_size: int = 256,
+                progress: bool = True) -> TopK:
     """Top ``recall_num`` item ids per user by NANN beam search (see the module docstring).
 
+    ``expand``: nodes expanded per user and round (None: all unexpanded nodes of the top list).
     ``exclude[u]`` are item ids never returned for user u (e.g. the user's history).
     ``TopK.n_scored`` counts the pairs scored per user.
     """
-    params = NannParams(ef=ef, rounds=rounds, recall_num=recall_num, batch_size=batch_size)
+    params = NannParams(ef=ef, rounds=rounds, recall_num=recall_num, batch_size=batch_size, expand=expand)
     for level in (0, 1):
         if level not in graph.indptr:
             raise UserError(f"the graph lacks level {level}; extract it with rectool hnsw graph --levels 0,1")
@@ -140,8 +150,8 @@ def nann_search(graph: HnswGraph, n_users: int, scorer: Scorer, recall_num: int 
     levels = {lv: (np.asarray(graph.indptr[lv]), np.asarray(graph.indices[lv])) for lv in (1, 0)}
     width = max(params.ef)
     row_bytes = (n_nodes + 7) // 8
-    size = max(1, min(params.batch_size, BITMAP_BUDGET // max(row_bytes, 1), max(n_users, 1)))
-    visited = np.zeros((size, row_bytes), dtype=np.uint8)
+    size = max(1, min(params.batch_size, BITMAP_BUDGET // max(2 * row_bytes, 1), max(n_users, 1)))
+    visited, expanded = np.zeros((size, row_bytes), dtype=np.uint8), np.zeros((size, row_bytes), dtype=np.uint8)
 
     item_ids = np.full((n_users, params.recall_num), -1, dtype=np.int64)
     scores = np.full((n_users, params.recall_num), -np.inf, dtype=np.float32)
@@ -151,20 +161,14 @@ def nann_search(graph: HnswGraph, n_users: int, scorer: Scorer, recall_num: int 
     with maybe_progress(progress, "nann search", n_users) as bar:
         for start in range(0, n_users, size):
             stop = min(n_users, start + size)
-            batch = _Batch(start, stop - start, width, visited)
+            batch = _Batch(start, stop - start, width, visited, expanded)
             # level >= 2: every enter point
             offsets = np.arange(batch.size + 1, dtype=np.int64) * len(enter)
             nodes = np.tile(enter, batch.size)
             kernels.mark_visited(batch.visited, offsets, nodes)
             batch.score_and_merge(scorer, offsets, nodes, params.ef[0])
             for level, ef_level, n_rounds in ((1, params.ef[1], params.rounds[1]), (0, params.ef[2], params.rounds[2])):
-                np.minimum(batch.top_len, ef_level, out=batch.top_len)
-                candidates = batch.top_as_candidates()
-                for _ in range(n_rounds):
-                    new_offsets, new_nodes = _gather(batch, candidates, *levels[level])
-                    if len(new_nodes) == 0:
-                        break
-                    candidates = batch.score_and_merge(scorer, new_offsets, new_nodes, ef_level)
+                batch.search_level(scorer, *levels[level], ef_level, n_rounds, params.expand)
             sub = excl.slice(start, stop) if excl is not None else no_exclusion(batch.size)
             nodes_k, scores_k, lens = kernels.take_top(batch.top_nodes, batch.top_scores, batch.top_len,
                                                        params.recall_num, sub.offsets, sub.values)

@@ -12,7 +12,8 @@ Methods (``--method``):
 ``tdm``    layer-wise beam search over ``--tree`` scored by the export's ``scorer`` (``--beam``,
            default 2 × topk): ``rectool.tree.beam``.
 ``nann``   beam search over the HNSW graph of ``--index`` (or an ``hnsw graph`` output)
-           scored by the export's ``scorer`` (``--ef``, ``--rounds``): ``rectool.retrieval.nann_search``.
+           scored by the export's ``scorer`` (``--ef``, ``--rounds``, ``--expand``):
+           ``rectool.retrieval.nann_search``.
 
 Inputs: ``--users``, a table with ``user_id`` and the columns the program reads (the
 ``test/inputs`` of a next-item dataset). With ``--exclude-seen`` (default) the items of
@@ -31,6 +32,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 from typing import Any, Literal
 
@@ -47,11 +49,16 @@ from rectool.train.predict import load_program
 
 Method = Literal["hnsw", "brute", "tdm", "nann"]
 PAIR_CHUNK = 32_768  # (user, item) pairs per model call: bounds the [pairs, history, dim] activations
+RUN_WIDTH = 4_096    # candidates of one user per row of a model call (longer runs are split)
 
 
 class PairScorer:
     """The ``scorer(user_index, candidate) -> scores`` callback over an exported pair program.
 
+    The program scores a [rows, T] candidate matrix, one user per row, so each user's history
+    is embedded once for all its candidates: the flat pairs the searches pass (grouped by
+    user: consecutive pairs of one user form a run) are packed into such matrices, runs
+    longer than ``RUN_WIDTH`` split, rows padded to the widest run of the call.
     ``candidate_ids(values)`` turns what the search passes (tree node ids, graph nodes, item
     rows) into the ids the program's candidate column holds. With ``exclude`` (item ids per
     user), an excluded item scores -inf, so a search ranks it below every other candidate.
@@ -68,19 +75,49 @@ class PairScorer:
             self.exclude = (exclude.offsets, sort_rows(exclude.offsets, exclude.values))
 
     def __call__(self, user_index: np.ndarray, candidates: np.ndarray) -> np.ndarray:
+        user_index = np.asarray(user_index, dtype=np.int64)
+        ids = np.asarray(self.candidate_ids(np.asarray(candidates)), dtype=np.int64)
         out = np.empty(len(user_index), dtype=np.float32)
-        ids = self.candidate_ids(np.asarray(candidates))
+        starts, lengths = _runs(user_index, RUN_WIDTH)
         with torch.inference_mode():
-            for lo in range(0, len(user_index), PAIR_CHUNK):
-                rows = torch.from_numpy(np.ascontiguousarray(user_index[lo:lo + PAIR_CHUNK], dtype=np.int64))
-                x = {k: v.index_select(0, rows) for k, v in self.users.items()}
-                x[self.column] = torch.from_numpy(np.ascontiguousarray(ids[lo:lo + PAIR_CHUNK], dtype=np.int64))
-                out[lo:lo + len(rows)] = self.program(x).float().numpy()
+            lo = 0
+            while lo < len(starts):
+                hi = _rows_per_call(lengths, lo, PAIR_CHUNK)
+                start, length = starts[lo:hi], lengths[lo:hi]
+                width = int(length.max())
+                column = np.arange(width)
+                valid = column[None, :] < length[:, None]
+                pos = np.where(valid, start[:, None] + column[None, :], start[:, None])  # padding repeats a pair
+                x = {k: v.index_select(0, torch.from_numpy(user_index[start])) for k, v in self.users.items()}
+                x[self.column] = torch.from_numpy(ids[pos])
+                out[pos[valid]] = self.program(x).float().numpy()[valid]
+                lo = hi
         if self.exclude is not None:
             from rectool.retrieval.kernels import mask_listed
 
-            mask_listed(out, np.asarray(user_index, dtype=np.int64), np.asarray(ids, dtype=np.int64), *self.exclude)
+            mask_listed(out, user_index, ids, *self.exclude)
         return out
+
+
+def _runs(user_index: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """Starts and lengths of the runs of equal consecutive users, split at ``width`` pairs."""
+    if len(user_index) == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    bounds = np.flatnonzero(np.diff(user_index)) + 1
+    starts = np.concatenate([[0], bounds])
+    lengths = np.diff(np.concatenate([starts, [len(user_index)]]))
+    pieces = (lengths + width - 1) // width
+    piece_rank = np.arange(pieces.sum()) - np.repeat(np.cumsum(pieces) - pieces, pieces)  # 0, 1, .. within a run
+    first = np.repeat(starts, pieces) + width * piece_rank
+    end = np.repeat(starts + lengths, pieces)
+    return first.astype(np.int64), np.minimum(end - first, width).astype(np.int64)
+
+
+def _rows_per_call(lengths: np.ndarray, lo: int, budget: int) -> int:
+    """The end of the rows from ``lo`` whose padded matrix (rows x widest) stays within ``budget`` pairs."""
+    widest = np.maximum.accumulate(lengths[lo:lo + budget])  # every row holds >= 1 pair
+    fits = np.flatnonzero(widest * np.arange(1, len(widest) + 1) <= budget)
+    return lo + (int(fits[-1]) + 1 if len(fits) else 1)
 
 
 def _parts(model: Path) -> dict:
@@ -126,7 +163,7 @@ def _filter(topk: TopK, exclude: Ragged | None, k: int) -> TopK:
 
 def retrieve(method: Method, model: Path, users: str, output: str | os.PathLike[str], *, topk: int = 200,
              index: str | None = None, items: str | None = None, tree: str | None = None, ef: str | None = None,
-             rounds: str | None = None, beam: int | None = None, exclude_seen: bool = True,
+             rounds: str | None = None, expand: int | None = None, beam: int | None = None, exclude_seen: bool = True,
              exclude_column: str | None = None, reserved_columns: list[str] | None = None, batch_size: int = 256,
              threads: int = 0, overwrite: bool = False) -> dict[str, Any]:
     if method not in ("hnsw", "brute", "tdm", "nann"):
@@ -156,7 +193,9 @@ def retrieve(method: Method, model: Path, users: str, output: str | os.PathLike[
     user_spec = InputSpec(columns=[c for c in spec.columns if c.name != candidate])
     require_columns(ds.schema, [USER_ID, *user_spec.names, *reserved, *([column] if column else [])], users,
                     hint="give the test inputs of a next-item dataset")
-    engine = _Engine(method, towers, program, candidate, topk, index, items, tree, ef, rounds, beam, threads)
+    if expand is not None and expand < 1:
+        raise UserError("--expand must be at least 1 (or left out: expand every node not expanded yet)")
+    engine = _Engine(method, towers, program, candidate, topk, index, items, tree, ef, rounds, expand, beam, threads)
     total = ds.count_rows()
     columns = list(dict.fromkeys([USER_ID, *user_spec.names, *reserved, *([column] if column else [])]))
     with atomic_dir(output, overwrite) as tmp, console.Stopwatch() as sw:
@@ -180,7 +219,8 @@ def retrieve(method: Method, model: Path, users: str, output: str | os.PathLike[
         catalogue = engine.catalogue_size
         write_meta(tmp, kind="recalls", inputs=[str(users), str(model)] + [p for p in (index, items, tree) if p],
                    rows=writer.rows, method=method, topk=topk, exclude=column or "none",
-                   mean_scored_per_user=scored / max(writer.rows, 1), catalogue=catalogue)
+                   mean_scored_per_user=scored / max(writer.rows, 1), catalogue=catalogue,
+                   search_seconds=round(time.perf_counter() - sw.start, 3))
     return {"output": os.fspath(output), "method": method, "users": writer.rows, "topk": topk,
             "mean_items_scored": round(scored / max(writer.rows, 1), 1),
             "share_of_catalogue_scored": round(scored / max(writer.rows, 1) / catalogue, 5) if catalogue else "-",
@@ -192,8 +232,9 @@ class _Engine:
 
     def __init__(self, method: str, towers: bool, program: torch.nn.Module, candidate: str | None, topk: int,
                  index: str | None, items: str | None, tree: str | None, ef: str | None, rounds: str | None,
-                 beam: int | None, threads: int) -> None:
+                 expand: int | None, beam: int | None, threads: int) -> None:
         self.method, self.towers, self.program, self.candidate, self.k = method, towers, program, candidate, topk
+        self.expand = expand
         self.catalogue_size = 0
         ef_values = [int(v) for v in ef.split(",")] if ef else []
         if method == "hnsw":
@@ -268,7 +309,7 @@ class _Engine:
 
             scorer = PairScorer(self.program, x, self.candidate, lambda nodes: self.graph.ids[nodes])
             return nann_search(self.graph, n, scorer, recall_num=self.k, ef=self.ef, rounds=self.rounds,
-                               exclude=exclude, batch_size=n, progress=False)
+                               expand=self.expand, exclude=exclude, batch_size=n, progress=False)
         from rectool.tree.beam import beam_search
 
         # excluded items score -inf: the leaf level's top-k passes over them without a wider beam

@@ -4,7 +4,9 @@ Each program takes some of the model's input tensors (``NAME.input_spec.json`` s
 parquet columns and how, see ``rectool.train.inputs``) with a dynamic batch size. A
 ranking model has one, ``model.pt2``, returning probabilities: [B] for binary models,
 [B, C] for ``num_class`` > 1; two-tower models have ``user_tower.pt2`` and
-``item_tower.pt2`` returning embeddings; ``_meta.json`` lists the parts. Every feature
+``item_tower.pt2`` returning embeddings; pair scorers (tdm, nann) have ``scorer.pt2``, whose
+candidate column is a [B, T] matrix (T candidates per user row, scores [B, T]), and
+``item_embedding.pt2``; ``_meta.json`` lists the parts. Every feature
 transform (hashing, bucketizing, normalising, crosses, sequence truncation) is inside
 the program, so ``predict`` needs only this directory and the parquet columns.
 Not TorchScript (deprecated).
@@ -69,10 +71,15 @@ def load_trained(model_dir: Path, which: str = "best") -> tuple[Config, InputSpe
     return cfg, spec, model, {"checkpoint": str(path), "step": state.get("step"), "best": state.get("best")}
 
 
-def export_program(module: nn.Module, example: dict[str, torch.Tensor], path: Path) -> None:
-    """torch.export with a dynamic batch dimension on every input."""
+def export_program(module: nn.Module, example: dict[str, torch.Tensor], path: Path,
+                   candidate: str | None = None) -> None:
+    """torch.export with a dynamic batch dimension on every input (and a dynamic width on a candidate matrix)."""
     batch = torch.export.Dim("batch", min=1, max=1 << 24)
-    shapes = ({k: {0: batch} for k in example},)
+    shapes = {k: {0: batch} for k in example}
+    if candidate is not None:
+        example = example | {candidate: torch.zeros(next(iter(example.values())).shape[0], 3, dtype=torch.int64)}
+        shapes[candidate] = {0: batch, 1: torch.export.Dim("candidates", min=1, max=1 << 24)}
+    shapes = (shapes,)
     try:
         program = torch.export.export(module, (example,), dynamic_shapes=shapes)
     except Exception as exc:  # noqa: BLE001 (torch raises many kinds here)
@@ -91,7 +98,7 @@ def export(model_dir: Path, export_dir: Path, checkpoint: str = "best", asset_fi
     with atomic_dir(export_dir, overwrite) as tmp:
         for part in parts:
             sub = subset(spec, part.columns)
-            export_program(part.module, example_inputs(sub), tmp / f"{part.name}.pt2")
+            export_program(part.module, example_inputs(sub), tmp / f"{part.name}.pt2", part.candidate)
             (tmp / f"{part.name}.input_spec.json").write_text(sub.to_json())
         (tmp / "input_spec.json").write_text(spec.to_json())
         shutil.copy(Path(model_dir) / "config.yaml", tmp / "config.yaml")

@@ -24,6 +24,7 @@ from rectool.retrieval.kernels.nann import (
     mark_visited,
     merge_into_top,
     neighbour_counts,
+    pick_unexpanded,
     take_top,
 )
 from rectool.retrieval.kernels.topk import filter_rows, heap_sorted, topk_update, union_rows
@@ -31,6 +32,6 @@ from rectool.retrieval.kernels.topk import filter_rows, heap_sorted, topk_update
 __all__ = [
     "compact", "dot_pairs", "filter_rows", "first_duplicate_in_rows", "first_rank_counts", "gather_unvisited",
     "heap_sorted", "item_neighbours", "level_csr", "mark_visited", "mask_listed", "merge_into_top", "neighbour_counts",
-    "overlap_at_k", "popular_topk", "rank_metrics", "scan_link_lists", "score_by_neighbours", "sort_rows",
-    "take_top", "topk_update", "union_rows",
+    "overlap_at_k", "pick_unexpanded", "popular_topk", "rank_metrics", "scan_link_lists", "score_by_neighbours",
+    "sort_rows", "take_top", "topk_update", "union_rows",
 ]

@@ -81,14 +81,12 @@ def compact(values: np.ndarray, slot_offsets: np.ndarray, counts: np.ndarray) ->
 
 @njit(cache=True, parallel=True)
 def merge_into_top(top_nodes: np.ndarray, top_scores: np.ndarray, top_len: np.ndarray, ef: int,
-                   new_offsets: np.ndarray, new_nodes: np.ndarray, new_scores: np.ndarray,
-                   entered: np.ndarray) -> np.ndarray:
+                   new_offsets: np.ndarray, new_nodes: np.ndarray, new_scores: np.ndarray) -> np.ndarray:
     """Merge each user's newly scored nodes into their top-``ef`` list (kept sorted, best first).
 
-    Returns how many new nodes entered per user; they are written, best first, to
-    ``entered[new_offsets[u]:]``. On equal scores the node already in the list stays
-    ahead, and new nodes keep their gather order. NaN scores never enter.
-    Top [[5 (0.9)]], ef 2, new [[6 (0.5), 7 (0.95)]] -> top [[7, 5]], entered [7], counts [1].
+    Returns how many new nodes entered per user. On equal scores the node already in the
+    list stays ahead, and new nodes keep their gather order. NaN scores never enter.
+    Top [[5 (0.9)]], ef 2, new [[6 (0.5), 7 (0.95)]] -> top [[7, 5]], counts [1].
     """
     n = top_len.shape[0]
     counts = np.zeros(n, dtype=np.int64)
@@ -127,7 +125,6 @@ def merge_into_top(top_nodes: np.ndarray, top_scores: np.ndarray, top_len: np.nd
             else:
                 out_nodes[o] = new_nodes[picked[j]]
                 out_scores[o] = new_scores[picked[j]]
-                entered[a + j] = new_nodes[picked[j]]
                 j += 1
             o += 1
         top_nodes[u, :o] = out_nodes[:o]
@@ -135,6 +132,32 @@ def merge_into_top(top_nodes: np.ndarray, top_scores: np.ndarray, top_len: np.nd
         top_len[u] = o
         counts[u] = j
     return counts
+
+
+@njit(cache=True)
+def pick_unexpanded(top_nodes: np.ndarray, top_len: np.ndarray, expanded: np.ndarray,
+                    limit: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each user's best ``limit`` nodes of its top list not expanded yet (bitmap ``expanded``), now marked.
+
+    Top [[4, 2, 9]], 2 expanded, limit 1 -> offsets [0, 1], nodes [4]; the next call -> [9].
+    """
+    n = top_len.shape[0]
+    picked = np.empty((n, max(limit, 1)), dtype=np.int32)
+    counts = np.zeros(n, dtype=np.int64)
+    for u in range(n):
+        c = 0
+        for i in range(top_len[u]):
+            if c >= limit:
+                break
+            v = top_nodes[u, i]
+            bit = np.uint8(1 << (v & 7))
+            if expanded[u, v >> 3] & bit == 0:
+                expanded[u, v >> 3] |= bit
+                picked[u, c] = v
+                c += 1
+        counts[u] = c
+    slots = np.arange(n + 1, dtype=np.int64) * picked.shape[1]
+    return compact(picked.reshape(-1), slots, counts)
 
 
 @njit(cache=True)

@@ -71,7 +71,7 @@ class ExportPart:
     module: nn.Module         # forward(inputs: dict[str, Tensor]) -> Tensor
     columns: list[str]        # the input columns (of the training spec) it reads
     output: str               # what it returns, for _meta.json and the readers
-    candidate: str | None = None  # pair scorers: the column that carries the candidate id
+    candidate: str | None = None  # pair scorers: the column of the candidate ids, a [B, T] matrix
 
 
 class Model(nn.Module, abc.ABC):

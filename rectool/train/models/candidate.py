@@ -21,8 +21,10 @@ the target and ``negatives`` items drawn from the training targets' frequencies,
 log-Q correction, and optionally FGSM adversarial training: the candidate embeddings are
 perturbed by ``adv_eps · sign(∇ loss)`` and ``adv_weight · KL(clean || perturbed)`` is added.
 
-Exports: ``scorer`` (user columns + the candidate column -> one score per row) and
-``item_embedding`` (the candidate column -> its embedding, for ``tree cluster`` / ``hnsw build``).
+Exports: ``scorer`` (user columns [B, ...] + a candidate matrix [B, T] -> scores [B, T]: each
+user's history is embedded once for its T candidates, which is what beam searches and brute
+force need) and ``item_embedding`` (the candidate column -> its embedding, for ``tree cluster`` /
+``hnsw build``).
 """
 
 from __future__ import annotations
@@ -126,22 +128,21 @@ class CandidateModel(Model):
     def export_parts(self) -> list[ExportPart]:
         dim = self.engine.dim_of_table[self.engine.table_of[self.mcfg.candidate]]
         return [ExportPart("scorer", PairScorer(self), self.user_columns + [self.candidate_column],
-                           f"score [B] of each row's user and its {self.candidate_column}",
+                           f"scores [B, T] of each row's user and its T candidates ({self.candidate_column} [B, T])",
                            candidate=self.candidate_column),
                 ExportPart("item_embedding", CandidateEmbedding(self), [self.candidate_column],
                            f"embeddings [B, {dim}] of {self.candidate_column}")]
 
 
 class PairScorer(nn.Module):
-    """Served pair scorer: one row = one user (its columns) and one candidate."""
+    """Served pair scorer: one row = one user (its columns) and T candidates ([B, T] ids) -> [B, T] logits."""
 
     def __init__(self, model: CandidateModel) -> None:
         super().__init__()
         self.model = model
 
     def forward(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
-        state = self.model.user_state(inputs)
-        return self.model.score_pairs(state, inputs[self.model.candidate_column].unsqueeze(1)).squeeze(1)
+        return self.model.score_pairs(self.model.user_state(inputs), inputs[self.model.candidate_column])
 
 
 class CandidateEmbedding(nn.Module):
