@@ -160,12 +160,13 @@ def test_tdm_trains_on_tree_samples_and_exports_a_scorer(seqs, tmp_path, cli):
     with torch.no_grad():
         alone = np.array([model.score_pairs(model.user_state({k: v[[u]] for k, v in users.items()}),
                                             torch.tensor([[i]])).item() for u, i in zip(user_index, items)])
+    width_before, chunk_before = rv.RUN_WIDTH, rv.PAIR_CHUNK
     for width, chunk in ((4096, 32768), (2, 5), (1, 1)):  # runs split and calls cut at several sizes
         rv.RUN_WIDTH, rv.PAIR_CHUNK = width, chunk
         try:
             assert np.allclose(scorer(user_index, items), alone, atol=1e-5)
         finally:
-            rv.RUN_WIDTH, rv.PAIR_CHUNK = 4096, 32_768
+            rv.RUN_WIDTH, rv.PAIR_CHUNK = width_before, chunk_before
 
 
 def test_nann_adversarial_loss_equals_clean_loss_at_zero_eps(seqs, tmp_path):

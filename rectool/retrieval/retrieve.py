@@ -48,8 +48,8 @@ from rectool.train.inputs import InputSpec, to_tensors
 from rectool.train.predict import load_program
 
 Method = Literal["hnsw", "brute", "tdm", "nann"]
-PAIR_CHUNK = 32_768  # (user, item) pairs per model call: bounds the [pairs, history, dim] activations
-RUN_WIDTH = 4_096    # candidates of one user per row of a model call (longer runs are split)
+PAIR_CHUNK = 4_096  # (user, item) pairs per model call: activations [pairs, history, units] stay in cache
+RUN_WIDTH = 1_024   # candidates of one user per row of a model call (longer runs are split)
 
 
 class PairScorer:
