@@ -92,10 +92,18 @@ def test_visited_items_are_never_scored_twice(setup):
 def test_search_quality_and_bad_parameters(setup, tmp_path):
     graph, vectors, users, _ = setup
     dot = dot_scorer(users, vectors)
-    found = nann_search(graph, 23, dot, 10, progress=False)
     exact = brute_search(dot, 23, N_ITEMS, 10, item_ids=graph.ids, progress=False)
-    recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(found.item_ids, exact.item_ids, strict=True)])
-    assert recall >= 0.95
+
+    def recall(found):
+        return np.mean([len(set(a) & set(b)) / 10 for a, b in zip(found.item_ids, exact.item_ids, strict=True)])
+
+    rounds = nann_search(graph, 23, dot, 10, progress=False)
+    assert recall(rounds) >= 0.95
+    # best-first expansion, run until it converges, finds as much while scoring fewer items
+    best_first = nann_search(graph, 23, dot, 10, ef=(20, 40, 40), rounds=(1, 100, 100), expand=2, progress=False)
+    assert recall(best_first) >= 0.95 and best_first.n_scored.mean() < rounds.n_scored.mean()
+    with pytest.raises(ValueError):
+        NannParams(expand=0)
     with pytest.raises(UserError, match="exceeds ef on level 0"):
         nann_search(graph, 2, dot, 500, ef=(10, 20, 400), progress=False)
     with pytest.raises(ValueError):

@@ -93,6 +93,23 @@ def test_merge_into_top_keeps_the_best_and_counts_entries(ef):
             assert took[u] == sum(new_ for _, new_, _, _ in kept)
 
 
+def test_pick_unexpanded_takes_the_best_new_nodes_and_marks_them():
+    n, width, n_nodes = 7, 10, 50
+    top_nodes = np.stack([RNG.permutation(n_nodes)[:width] for _ in range(n)]).astype(np.int32)
+    top_len = RNG.integers(0, width + 1, n)
+    expanded = np.zeros((n, (n_nodes + 7) // 8), dtype=np.uint8)
+    done = [set(RNG.choice(top_nodes[u], 3).tolist()) for u in range(n)]
+    pre = Ragged.from_lists([sorted(d) for d in done])
+    kernels.mark_visited(expanded, pre.offsets, pre.values)
+    for limit in (2, 3, 100):
+        offsets, nodes = kernels.pick_unexpanded(top_nodes, top_len, expanded, limit)
+        for u in range(n):
+            want = [int(v) for v in top_nodes[u, :top_len[u]] if v not in done[u]][:limit]
+            done[u].update(want)
+            assert nodes[offsets[u]:offsets[u + 1]].tolist() == want
+            assert set(np.flatnonzero(np.unpackbits(expanded[u], bitorder="little")).tolist()) == done[u]
+
+
 def test_take_top_skips_excluded():
     top_nodes = np.array([[4, 2, 9, 7], [1, 3, -1, -1]], dtype=np.int32)
     top_scores = np.array([[4, 3, 2, 1], [9, 8, -np.inf, -np.inf]], dtype=np.float32)

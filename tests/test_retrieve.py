@@ -127,5 +127,13 @@ def test_nann_with_ef_over_the_catalogue_equals_brute(seqs, tmp_path, cli):
     _same_topk(nann, brute, 10)
     np.testing.assert_allclose(np.array(nann_scores), np.array(brute_scores), atol=1e-4)
     assert table.column("n_scored").to_numpy().max() <= 300, "no item scored twice"
+    # best-first (one node per round) with a list over the catalogue visits everything too
+    cli("retrieve", "--method", "nann", "--ef", "400,400,400", "--rounds", "1,400,400", "--expand", "1", *common,
+        "-o", tmp_path / "best_first")
+    _, best_first, _, _ = _recalls(tmp_path / "best_first")
+    _same_topk(best_first, brute, 10)
+    assert json.loads((tmp_path / "best_first" / "_meta.json").read_text())["search_seconds"] > 0
+    assert "--expand must be at least 1" in cli("retrieve", "--method", "nann", "--expand", "0", *common,
+                                                "-o", tmp_path / "x", expect=2).stderr
     assert "--ef and --rounds take three values" in cli("retrieve", "--method", "nann", "--ef", "5", *common,
                                                         "-o", tmp_path / "x", expect=2).stderr
