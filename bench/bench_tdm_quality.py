@@ -1,4 +1,4 @@
-"""TDM quality on the shared real datasets (issue 6), through the CLI end to end.
+"""TDM and NANN quality on the shared real datasets (issues 6, 7), through the CLI end to end.
 
 Datasets (``../shared/data``): movielens-100k (``u.data``; category = the first genre flag
 of ``u.item``) and amazon-beauty (``Beauty.txt``, time-ordered lines; category = the first
@@ -10,10 +10,14 @@ For each dataset: ``tree init`` → ``train`` (TDM) → ``export`` → ``embed``
 → ``train`` again on the learnt tree → ``export``; for both trees ``retrieve --method tdm``
 (beam search) and ``--method brute`` (every leaf scored by the same model) → ``eval-topk``
 with ``--brute-path`` (recall-Δ, coverage); the share of the catalogue scored comes from
-the beam search's ``_meta.json``. On the same split: a two-tower model (exact search),
-item-CF and popularity.
+the beam search's ``_meta.json``. NANN: ``train`` (``examples/nann_userbehavior.yaml``) →
+``export`` → ``embed`` → ``hnsw build`` (l2) → ``retrieve --method brute`` over the index and
+``--method nann`` at several widths (best-first expansion) → ``eval-topk --brute-path``. On
+the same split: a two-tower model (exact search, and HNSW search of its index compared with
+the exact one), item-CF and popularity.
 
     python bench/bench_tdm_quality.py [--datasets movielens-100k,amazon-beauty] [--epochs 4]
+        [--methods baselines,tdm,two_tower,nann] [--nann-steps N] [--reuse]
 """
 
 from __future__ import annotations
@@ -34,9 +38,14 @@ from bench_retrieval_quality import rt as _rt
 from common import DATA, ROOT, emit, log
 
 # per dataset: test users, recall K, beams (nodes kept per level; the first is the headline setting)
+# NANN: (ef and rounds for levels 2, 1, 0; expand), the paper's rounds last
 SETTINGS = {
-    "movielens-100k": {"n_test": 200, "k": 10, "beams": [10, 20, 40], "min_behaviors": 20},
-    "amazon-beauty": {"n_test": 1000, "k": 20, "beams": [40, 80, 160], "min_behaviors": 5},
+    "movielens-100k": {"n_test": 200, "k": 10, "beams": [10, 20, 40], "min_behaviors": 20,
+                       "nann": [((10, 20, 20), (1, 100, 1000), 1), ((20, 40, 40), (1, 100, 1000), 2),
+                                ((40, 80, 80), (1, 100, 1000), 4), ((100, 200, 400), (1, 1, 3), None)]},
+    "amazon-beauty": {"n_test": 1000, "k": 20, "beams": [40, 80, 160], "min_behaviors": 5,
+                      "nann": [((20, 40, 40), (1, 100, 1000), 1), ((50, 100, 100), (1, 100, 1000), 2),
+                               ((100, 200, 200), (1, 100, 1000), 4), ((100, 200, 400), (1, 1, 3), None)]},
 }
 
 
@@ -98,6 +107,48 @@ def two_tower_config(seq: Path, model_dir: Path, n_items: int, epochs: int) -> d
             "train": {"model_dir": str(model_dir), "epochs": epochs, "log_every": 200, "seed": 7}}
 
 
+def nann_config(seq: Path, model_dir: Path, n_items: int, steps: int) -> dict:
+    cfg = yaml.safe_load((ROOT / "examples" / "nann_userbehavior.yaml").read_text())
+    cfg["data"].update(train_input=str(seq / "train"), eval_input=str(seq / "train"))
+    for feature in cfg["features"]:
+        feature.pop("hash_bucket_size")
+        feature["num_buckets"] = n_items + 1
+    cfg["train"] = {"model_dir": str(model_dir), "epochs": 1, "max_steps": steps, "log_every": 200, "seed": 7}
+    cfg["eval"] = {"max_rows": 5000}
+    return cfg
+
+
+def search_row(method: str, recalls: str, seq: Path, out: Path, k: int, seconds: float,
+               brute: str | None = None) -> dict:
+    meta = json.loads((Path(recalls) / "_meta.json").read_text())
+    return {"method": method, "search_s": round(seconds, 1), "mean_scored": round(meta["mean_scored_per_user"], 1),
+            "catalogue": meta["catalogue"], **evaluate(recalls, seq, out, k, brute)}
+
+
+def nann_round(seq: Path, work: Path, s: dict, n_items: int, steps: int, reuse: bool) -> list:
+    ex, secs = work / "nann_export", None
+    if not (reuse and ex.is_dir()):
+        m, secs = train(nann_config(seq, work / "nann", n_items, steps), work / "nann.yaml")
+        ex = rt("export", "--model-dir", m, "--export-dir", ex)
+    emb = rt("embed", "--model", ex, "--items", seq / "items", "-o", work / "nann_emb")
+    index = rt("hnsw", "build", "--input", emb, "--space", "l2", "--m", 16, "-o", work / "nann_index")
+    users, k = seq / "test" / "inputs", s["k"]
+    start = time.perf_counter()
+    brute = rt("retrieve", "--method", "brute", "--model", ex, "--index", index, "--users", users, "--topk", k,
+               "-o", work / "recalls_nann_brute")
+    rows = [{**search_row("nann model, brute force", brute, seq, work / "eval_nann_brute", k,
+                          time.perf_counter() - start), "train_seconds": secs}]
+    for ef, rounds, expand in s["nann"]:
+        tag = "_".join(map(str, ef + rounds + (expand or 0,)))
+        start = time.perf_counter()
+        r = rt("retrieve", "--method", "nann", "--model", ex, "--index", index, "--users", users, "--topk", k,
+               "--ef", ",".join(map(str, ef)), "--rounds", ",".join(map(str, rounds)),
+               *(["--expand", expand] if expand else []), "-o", work / f"recalls_nann_{tag}")
+        rows.append(search_row(f"nann ef {ef} rounds {rounds} expand {expand or 'all'}", r, seq,
+                               work / f"eval_nann_{tag}", k, time.perf_counter() - start, brute))
+    return rows
+
+
 def evaluate(recalls: str, seq: Path, out: Path, k: int, brute: str | None = None) -> dict:
     extra = ["--brute-path", brute] if brute else []
     rt("eval-topk", "--recall-path", recalls, "--truth-path", seq / "test" / "truth", "--k-list", k,
@@ -138,7 +189,7 @@ def tdm_round(tag: str, tree: str, seq: Path, work: Path, s: dict, epochs: int, 
     return rows, str(ex)
 
 
-def run_dataset(name: str, root: Path, epochs: int, reuse: bool) -> dict:
+def run_dataset(name: str, root: Path, epochs: int, reuse: bool, methods: set[str], nann_steps: int) -> dict:
     """``reuse``: keep the trained models of an earlier run (exports present) and only search and evaluate again."""
     s = SETTINGS[name]
     work = DATA / "tdm_quality" / name
@@ -152,34 +203,56 @@ def run_dataset(name: str, root: Path, epochs: int, reuse: bool) -> dict:
     items = items_with_categories(seq, cats, work / "items_cat")
     n_items = int(pads.dataset(seq / "items").to_table(columns=["item_id"])["item_id"].to_numpy().max())
     rows = []
-    for rule in ("popularity", "item-cf"):
+    for rule in ("popularity", "item-cf") if "baselines" in methods else ():
         r = rt("baseline", "--rule", rule, "--train", seq / "train_sequences", "--history", seq / "test" / "inputs",
                "--users", seq / "test" / "truth", "--k", s["k"], "-o", work / f"recalls_{rule}")
         rows.append({"method": rule, **evaluate(r, seq, work / f"eval_{rule}", s["k"])})
         log(f"{name}: {rows[-1]}")
+    if "tdm" in methods:
+        rows += tdm_rounds(name, items, seq, work, s, epochs, reuse)
+    if "two_tower" in methods:
+        rows += two_tower_rows(name, seq, work, s, n_items, epochs, reuse)
+    if "nann" in methods:
+        found = nann_round(seq, work, s, n_items, nann_steps, reuse)
+        rows += found
+        log(f"{name}: {found}")
+    return {"settings": s, "epochs": epochs, "nann_steps": nann_steps, "items": n_items,
+            "exclusion": "the test user's input items", "runs": rows}
+
+
+def tdm_rounds(name: str, items: Path, seq: Path, work: Path, s: dict, epochs: int, reuse: bool) -> list:
     tree = rt("tree", "init", "--item-input-path", items, "--item-id-field", "item_id", "--cate-id-field",
               "category_id", "--tree-output-dir", work / "tree_init")
-    found, ex = tdm_round("initial", tree, seq, work, s, epochs, reuse)
-    rows += found
-    log(f"{name}: {found}")
+    rows, ex = tdm_round("initial", tree, seq, work, s, epochs, reuse)
+    log(f"{name}: {rows}")
     emb = rt("embed", "--model", ex, "--items", seq / "items", "-o", work / "emb_init")
     tree = rt("tree", "cluster", "--item-input-path", emb, "--item-id-field", "item_id", "--embedding-field",
               "item_emb", "--tree-output-dir", work / "tree_learnt")
     found, _ = tdm_round("learnt", tree, seq, work, s, epochs, reuse)
-    rows += found
     log(f"{name}: {found}")
+    return rows + found
+
+
+def two_tower_rows(name: str, seq: Path, work: Path, s: dict, n_items: int, epochs: int, reuse: bool) -> list:
     ex, secs = work / "two_tower_export", None
     if not (reuse and ex.is_dir()):
         m, secs = train(two_tower_config(seq, work / "two_tower", n_items, epochs), work / "two_tower.yaml")
         ex = rt("export", "--model-dir", m, "--export-dir", ex)
     emb = rt("embed", "--model", ex, "--items", seq / "items", "-o", work / "two_tower_emb")
-    r = rt("retrieve", "--method", "brute", "--model", ex, "--items", emb, "--users", seq / "test" / "inputs",
-           "--topk", s["k"], "-o", work / "recalls_two_tower")
-    rows.append({"method": "two-tower (exact)", "train_seconds": secs,
-                 **evaluate(r, seq, work / "eval_two_tower", s["k"])})
-    log(f"{name}: {rows[-1]}")
-    return {"settings": s, "epochs": epochs, "items": n_items, "exclusion": "the test user's input items",
-            "runs": rows}
+    users = seq / "test" / "inputs"
+    start = time.perf_counter()
+    exact = rt("retrieve", "--method", "brute", "--model", ex, "--items", emb, "--users", users,
+               "--topk", s["k"], "-o", work / "recalls_two_tower")
+    rows = [{**search_row("two-tower (exact)", exact, seq, work / "eval_two_tower", s["k"],
+                          time.perf_counter() - start), "train_seconds": secs}]
+    index = rt("hnsw", "build", "--input", emb, "--space", "ip", "-o", work / "two_tower_index")
+    start = time.perf_counter()
+    r = rt("retrieve", "--method", "hnsw", "--model", ex, "--index", index, "--users", users, "--topk", s["k"],
+           "--ef", 100, "-o", work / "recalls_two_tower_hnsw")
+    rows.append(search_row("two-tower + HNSW (ef 100)", r, seq, work / "eval_two_tower_hnsw", s["k"],
+                           time.perf_counter() - start, exact))
+    log(f"{name}: {rows}")
+    return rows
 
 
 def main() -> None:
@@ -188,11 +261,16 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--reuse", action="store_true", help="keep trained models of an earlier run; search and "
                                                           "evaluate again")
+    ap.add_argument("--methods", default="baselines,tdm,two_tower,nann")
+    ap.add_argument("--nann-steps", type=int, default=1000, help="NANN training steps (batches of 128)")
     args = ap.parse_args()
     root = _shared_data()
     if root is None:
         raise SystemExit("bench_tdm_quality: ../shared/data not found (set RECTOOL_SHARED_DATA)")
-    emit("tdm_quality", {name: run_dataset(name, root, args.epochs, args.reuse) for name in args.datasets.split(",")})
+    methods = set(args.methods.split(","))
+    tag = "tdm_quality" if methods >= {"tdm", "nann"} else "tdm_quality_" + "_".join(sorted(methods))
+    emit(tag, {name: run_dataset(name, root, args.epochs, args.reuse, methods, args.nann_steps)
+               for name in args.datasets.split(",")})
 
 
 if __name__ == "__main__":

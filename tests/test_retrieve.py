@@ -15,6 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from helpers import candidate_config, retrieval_config, write_toy_sequences
+from rectool.retrieval.formats import Ragged
 from rectool.train.config import Config
 from rectool.train.trainer import train
 
@@ -137,3 +138,29 @@ def test_nann_with_ef_over_the_catalogue_equals_brute(seqs, tmp_path, cli):
                                                 "-o", tmp_path / "x", expect=2).stderr
     assert "--ef and --rounds take three values" in cli("retrieve", "--method", "nann", "--ef", "5", *common,
                                                         "-o", tmp_path / "x", expect=2).stderr
+
+
+def test_pair_scorer_packs_pairs_for_matrix_and_one_per_row_programs():
+    """Flat (user, candidate) pairs in any order give the same scores through a [B, T] program and a [B] one."""
+    import torch
+
+    from rectool.retrieval import retrieve as rv
+
+    users = {"u": torch.tensor([[1.0], [2.0], [-3.0]])}
+
+    class Matrix(torch.nn.Module):
+        def forward(self, x):
+            return x["u"] * x["item"].float()  # [B, 1] * [B, T]
+
+    class OnePerRow(torch.nn.Module):
+        def forward(self, x):
+            return x["u"][:, 0] * x["item"].float()  # [B] * [B]
+
+    user_index = np.array([2, 2, 0, 1, 1, 1, 0, 2, 2, 2], dtype=np.int64)
+    items = np.arange(10, dtype=np.int64) + 5
+    want = np.array([1.0, 2.0, -3.0])[user_index] * items
+    np.testing.assert_allclose(rv.PairScorer(Matrix(), users, "item")(user_index, items), want)
+    np.testing.assert_allclose(rv.PairScorer(OnePerRow(), users, "item", matrix=False)(user_index, items), want)
+    excluded = rv.PairScorer(Matrix(), users, "item", exclude=Ragged.from_lists([[], [9], [5, 14]]))
+    got = excluded(user_index, items)
+    assert np.isneginf(got[[0, 4, 9]]).all() and np.isfinite(np.delete(got, [0, 4, 9])).all()

@@ -62,11 +62,13 @@ class PairScorer:
     ``candidate_ids(values)`` turns what the search passes (tree node ids, graph nodes, item
     rows) into the ids the program's candidate column holds. With ``exclude`` (item ids per
     user), an excluded item scores -inf, so a search ranks it below every other candidate.
+    ``matrix=False`` serves exports written before scorers took a candidate matrix (one
+    candidate per row, [B] -> [B]).
     """
 
     def __init__(self, program: torch.nn.Module, users: dict[str, torch.Tensor], column: str,
-                 candidate_ids: Any = None, exclude: Ragged | None = None) -> None:
-        self.program, self.users, self.column = program, users, column
+                 candidate_ids: Any = None, exclude: Ragged | None = None, matrix: bool = True) -> None:
+        self.program, self.users, self.column, self.matrix = program, users, column, matrix
         self.candidate_ids = candidate_ids or (lambda v: v)
         self.exclude = None
         if exclude is not None and len(exclude.values):
@@ -78,7 +80,7 @@ class PairScorer:
         user_index = np.asarray(user_index, dtype=np.int64)
         ids = np.asarray(self.candidate_ids(np.asarray(candidates)), dtype=np.int64)
         out = np.empty(len(user_index), dtype=np.float32)
-        starts, lengths = _runs(user_index, RUN_WIDTH)
+        starts, lengths = _runs(user_index, RUN_WIDTH if self.matrix else 1)
         with torch.inference_mode():
             lo = 0
             while lo < len(starts):
@@ -89,8 +91,8 @@ class PairScorer:
                 valid = column[None, :] < length[:, None]
                 pos = np.where(valid, start[:, None] + column[None, :], start[:, None])  # padding repeats a pair
                 x = {k: v.index_select(0, torch.from_numpy(user_index[start])) for k, v in self.users.items()}
-                x[self.column] = torch.from_numpy(ids[pos])
-                out[pos[valid]] = self.program(x).float().numpy()[valid]
+                x[self.column] = torch.from_numpy(ids[pos] if self.matrix else ids[start])
+                out[pos[valid]] = self.program(x).float().numpy().reshape(pos.shape)[valid]
                 lo = hi
         if self.exclude is not None:
             from rectool.retrieval.kernels import mask_listed
@@ -190,12 +192,14 @@ def retrieve(method: Method, model: Path, users: str, output: str | os.PathLike[
     column = column if exclude_seen else None
     reserved = [c for c in (reserved_columns or []) if c != USER_ID]
     candidate = None if towers else parts["scorer"].get("candidate")
+    matrix = not towers and parts["scorer"].get("candidate_shape") == "[B, T]"  # older exports: one per row
     user_spec = InputSpec(columns=[c for c in spec.columns if c.name != candidate])
     require_columns(ds.schema, [USER_ID, *user_spec.names, *reserved, *([column] if column else [])], users,
                     hint="give the test inputs of a next-item dataset")
     if expand is not None and expand < 1:
         raise UserError("--expand must be at least 1 (or left out: expand every node not expanded yet)")
-    engine = _Engine(method, towers, program, candidate, topk, index, items, tree, ef, rounds, expand, beam, threads)
+    engine = _Engine(method, towers, program, candidate, topk, index, items, tree, ef, rounds, expand, beam, threads,
+                     matrix)
     total = ds.count_rows()
     columns = list(dict.fromkeys([USER_ID, *user_spec.names, *reserved, *([column] if column else [])]))
     with atomic_dir(output, overwrite) as tmp, console.Stopwatch() as sw:
@@ -232,9 +236,9 @@ class _Engine:
 
     def __init__(self, method: str, towers: bool, program: torch.nn.Module, candidate: str | None, topk: int,
                  index: str | None, items: str | None, tree: str | None, ef: str | None, rounds: str | None,
-                 expand: int | None, beam: int | None, threads: int) -> None:
+                 expand: int | None, beam: int | None, threads: int, matrix: bool) -> None:
         self.method, self.towers, self.program, self.candidate, self.k = method, towers, program, candidate, topk
-        self.expand = expand
+        self.expand, self.matrix = expand, matrix
         self.catalogue_size = 0
         ef_values = [int(v) for v in ef.split(",")] if ef else []
         if method == "hnsw":
@@ -301,19 +305,21 @@ class _Engine:
         if self.method == "brute":
             from rectool.retrieval.brute import brute_search
 
-            scorer = PairScorer(self.program, x, self.candidate, lambda rows: self.item_ids[rows])
+            scorer = PairScorer(self.program, x, self.candidate, lambda rows: self.item_ids[rows],
+                                matrix=self.matrix)
             return brute_search(scorer, n, len(self.item_ids), self.k, item_ids=self.item_ids, exclude=exclude,
                                 max_pairs=PAIR_CHUNK, progress=False)
         if self.method == "nann":
             from rectool.retrieval.nann_search import nann_search
 
-            scorer = PairScorer(self.program, x, self.candidate, lambda nodes: self.graph.ids[nodes])
+            scorer = PairScorer(self.program, x, self.candidate, lambda nodes: self.graph.ids[nodes],
+                                matrix=self.matrix)
             return nann_search(self.graph, n, scorer, recall_num=self.k, ef=self.ef, rounds=self.rounds,
                                expand=self.expand, exclude=exclude, batch_size=n, progress=False)
         from rectool.tree.beam import beam_search
 
         # excluded items score -inf: the leaf level's top-k passes over them without a wider beam
-        scorer = PairScorer(self.program, x, self.candidate, exclude=exclude)
+        scorer = PairScorer(self.program, x, self.candidate, exclude=exclude, matrix=self.matrix)
         res = beam_search(self.tree, scorer, n, self.k, beam=self.beam)
         lengths = (res.item_ids >= 0).sum(1).astype(np.int64)
         return _filter(TopK(res.item_ids, res.scores, lengths, res.nodes_scored.astype(np.int64)), exclude, self.k)

@@ -108,8 +108,9 @@ def export(model_dir: Path, export_dir: Path, checkpoint: str = "best", asset_fi
                 shutil.copy(a, tmp / "assets" / a.name)
         write_meta(tmp, kind="export", inputs=[str(model_dir)], model=cfg.model.type,
                    num_class=getattr(cfg.model, "num_class", 1), columns=spec.names,
-                   parts={p.name: {"columns": p.columns, "output": p.output, "candidate": p.candidate}
-                          for p in parts}, **info)
+                   parts={p.name: {"columns": p.columns, "output": p.output, "candidate": p.candidate,
+                                   **({"candidate_shape": "[B, T]"} if p.candidate else {})} for p in parts},
+                   **info)
     size = sum((Path(export_dir) / f"{p.name}.pt2").stat().st_size for p in parts)
     return {"export_dir": str(export_dir), "model": cfg.model.type, "programs": ", ".join(p.name for p in parts),
             **info, "programs_mb": round(size / 1e6, 2)}
