@@ -126,9 +126,10 @@ retrieval: $(SEQ)/_meta.json
 	        --set data.eval_input=$(SEQ)/train $(STEPS) --set train.model_dir=$(UB)/models/nann); \
 	ex=$$($(RT) export --model-dir "$$m" --export-dir $(UB)/models/nann_export --overwrite); \
 	emb=$$($(RT) embed --model "$$ex" --items $(SEQ)/items --output $(UB)/emb/nann --overwrite); \
-	idx=$$($(RT) hnsw build --input "$$emb" --output $(UB)/index/nann --overwrite); \
+	idx=$$($(RT) hnsw build --input "$$emb" --space l2 --output $(UB)/index/nann --overwrite); \
+	: "best-first expansion (4 nodes per user and round) until the lists converge"; \
 	r=$$($(RT) retrieve --method nann --model "$$ex" --index "$$idx" --users $(SEQ)/test/inputs --topk 200 \
-	        --output $(UB)/recalls/nann --overwrite); \
+	        --ef 100,200,400 --rounds 1,100,1000 --expand 4 --output $(UB)/recalls/nann --overwrite); \
 	b=$$($(RT) retrieve --method brute --model "$$ex" --items $(SEQ)/items --users $(SEQ)/test/inputs \
 	        --topk 200 --output $(UB)/recalls/nann_brute --overwrite); \
 	ev "$$r" nann "$$b"; \
