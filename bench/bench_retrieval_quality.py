@@ -2,12 +2,14 @@
 
 For each dataset with a given train/test split (``../shared/data``: movielens-100k
 ``split_temporal_80_20``, amazon-cds): ``convert --format user-lines`` → ``dataset --task
-next-item --protocol given`` → ``train`` (two-tower, MIND) → ``export`` → ``embed`` →
+next-item --protocol given`` (``--targets set`` on amazon-cds, whose lines are item sets) →
+``train`` (two-tower, MIND) → ``export`` → ``embed`` →
 ``retrieve --method brute`` (every item scored, the user's training items excluded: the
 full-ranking protocol of issue 5) → ``eval-topk`` at 20 and 50. Popularity and item-CF run
 on the same files (``baseline``), so every figure comes from the same evaluator.
 
     python bench/bench_retrieval_quality.py [--datasets movielens-100k,amazon-cds] [--epochs 20]
+        [--models two_tower,mind] [--no-baselines]
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ from bench_baselines import PEERS, _shared_data
 from common import DATA, RECTOOL, ROOT, emit, log
 
 SPLITS = {"movielens-100k": "movielens-100k/split_temporal_80_20", "amazon-cds": "amazon-cds"}
+# training samples: movielens lines are time-ordered sequences; the amazon-cds (BARS) lines are item sets
+TARGETS = {"movielens-100k": "all", "amazon-cds": "set"}
 
 
 def rt(*args: object) -> str:
@@ -59,25 +63,26 @@ def evaluate(recalls: Path, seq: Path, out: Path) -> dict:
     return {f"{m}@{k}": round(v[m], 4) for k, v in metrics.items() for m in ("recall", "ndcg")}
 
 
-def run_dataset(name: str, src: Path, epochs: int) -> dict:
+def run_dataset(name: str, src: Path, epochs: int, models: list[str], baselines: bool) -> dict:
     work = DATA / "quality" / name
     shutil.rmtree(work, ignore_errors=True)
     train_ev = rt("convert", "--format", "user-lines", src / "train.txt", "-o", work / "train_events")
     test_ev = rt("convert", "--format", "user-lines", src / "test.txt", "-o", work / "test_events")
     seq = Path(rt("dataset", "--task", "next-item", "--protocol", "given", "--events", train_ev, "--test-events",
-                  test_ev, "--min-behaviors", "1", "--max-history", "50", "-o", work / "seq"))
+                  test_ev, "--min-behaviors", "1", "--max-history", "50", "--targets", TARGETS[name],
+                  "-o", work / "seq"))
     import pyarrow.dataset as pads
 
     n_items = int(pads.dataset(seq / "items").to_table(columns=["item_id"])["item_id"].to_numpy().max())
     rows = []
-    for rule in ("popularity", "item-cf"):
+    for rule in ("popularity", "item-cf") if baselines else ():
         start = time.perf_counter()
         r = rt("baseline", "--rule", rule, "--train", seq / "train_sequences", "--history", seq / "test" / "inputs",
                "--users", seq / "test" / "truth", "--k", "50", "-o", work / f"recalls_{rule}")
         rows.append({"method": rule, "seconds": round(time.perf_counter() - start, 1),
                      **evaluate(Path(r), seq, work / f"eval_{rule}")})
         log(f"{name}: {rows[-1]}")
-    for model in ("two_tower", "mind"):
+    for model in models:
         cfg_path = work / f"{model}.yaml"
         cfg_path.write_text(yaml.safe_dump(config(seq, work / model, model, n_items, epochs)))
         start = time.perf_counter()
@@ -90,13 +95,16 @@ def run_dataset(name: str, src: Path, epochs: int) -> dict:
         rows.append({"method": model, "epochs": epochs, "train_seconds": round(train_s, 1),
                      **evaluate(Path(r), seq, work / f"eval_{model}")})
         log(f"{name}: {rows[-1]}")
-    return {"exclusion": "the user's training items", "items": n_items, "peers": PEERS[name], "runs": rows}
+    return {"exclusion": "the user's training items", "targets": TARGETS[name], "items": n_items,
+            "peers": PEERS[name], "runs": rows}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--datasets", default=",".join(SPLITS))
     ap.add_argument("--epochs", type=int, default=20)
+    ap.add_argument("--models", default="two_tower,mind")
+    ap.add_argument("--no-baselines", action="store_true")
     args = ap.parse_args()
     root = _shared_data()
     if root is None:
@@ -107,8 +115,8 @@ def main() -> None:
         if not src.is_dir():
             log(f"{name}: not in {root}, skipped")
             continue
-        results[name] = run_dataset(name, src, args.epochs)
-    emit("retrieval_quality", results)
+        results[name] = run_dataset(name, src, args.epochs, args.models.split(","), not args.no_baselines)
+    emit("retrieval_quality" + ("" if set(SPLITS) <= set(results) else "_" + "_".join(results)), results)
 
 
 if __name__ == "__main__":

@@ -90,6 +90,33 @@ def test_given_split_and_exclusion_by_behaviour(tmp_path):
     assert sorted(_read(tmp_path / "g" / "test" / "truth")[1]["item_ids"]) == [10, 13]
 
 
+def test_set_targets_pair_each_item_with_the_users_other_items(log, tmp_path):
+    """Lines that are item sets: every item is a target once, its history other items of the same user."""
+    out = tmp_path / "set"
+    counts = build_next_item(str(log), out, protocol="leave-one-out", min_behaviors=4, n_valid=0, max_history=3,
+                             targets="set", seed=5)
+    samples = open_dataset(out / "train").to_table().to_pylist()
+    train = {r["user_id"]: r["item_ids"] for r in open_dataset(out / "train_sequences").to_table().to_pylist()}
+    assert counts["train_samples"] == sum(len(items) for items in train.values()) == len(samples)
+    by_user: dict[int, list] = {}
+    for r in samples:
+        by_user.setdefault(r["user_id"], []).append(r)
+    for u, rows in by_user.items():
+        assert sorted(r["item_id"] for r in rows) == sorted(train[u]), "every item is a target once"
+        for r in rows:
+            assert len(r["hist_item_ids"]) == min(3, len(train[u]) - 1)
+            assert r["item_id"] not in r["hist_item_ids"] and set(r["hist_item_ids"]) <= set(train[u])
+            assert r["hist_category_ids"] == [i // 10 for i in r["hist_item_ids"]]
+        # the histories differ between targets: not one fixed subset of the user's items
+        assert len({tuple(sorted(r["hist_item_ids"])) for r in rows}) > 1
+    again = build_next_item(str(log), tmp_path / "again", protocol="leave-one-out", min_behaviors=4, n_valid=0,
+                            max_history=3, targets="set", seed=5)
+    assert again == {**counts, "output": str(tmp_path / "again")}
+    assert open_dataset(tmp_path / "again" / "train").to_table().sort_by(
+        [("user_id", "ascending"), ("item_id", "ascending")]).equals(open_dataset(out / "train").to_table().sort_by(
+            [("user_id", "ascending"), ("item_id", "ascending")])), "deterministic in the seed"
+
+
 def test_bad_arguments(log, tmp_path):
     with pytest.raises(UserError, match="--test-events is required"):
         build_next_item(str(log), tmp_path / "x", protocol="given")
@@ -97,3 +124,5 @@ def test_bad_arguments(log, tmp_path):
         build_next_item(str(log), tmp_path / "x", min_behaviors=4, n_test=10, n_valid=5)
     with pytest.raises(UserError, match="no such file"):
         build_next_item(str(tmp_path / "nope"), tmp_path / "x")
+    with pytest.raises(UserError, match="choose all, last or set"):
+        build_next_item(str(log), tmp_path / "x", targets="shuffle")

@@ -89,8 +89,8 @@ def dataset(
                                                            "out a validation item (leave-one-out).")] = 10_000,
     max_history: Annotated[int, typer.Option("--max-history", help="next-item: history length kept (most recent "
                                                                    "last).")] = 50,
-    targets: Annotated[str, typer.Option("--targets", help="next-item: all (every position is a target) or last.")]
-    = "all",
+    targets: Annotated[str, typer.Option("--targets", help="next-item: all (every position is a target), last, or "
+                                                           "set (each item against the user's other items).")] = "all",
     behaviors: Annotated[str | None, typer.Option("--behaviors", help="next-item: keep only these behaviours "
                                                                       "(1-4, comma-separated).")] = None,
     exclude_behaviors: Annotated[str | None, typer.Option(
@@ -111,8 +111,8 @@ def dataset(
         if features is not None or items is not None:
             raise UserError("--features and --items are for --task ranking; --task next-item reads only --events "
                             "(and --test-events)")
-        if targets not in ("all", "last"):
-            raise UserError(f"--targets {targets}: choose all or last")
+        if targets not in ("all", "last", "set"):
+            raise UserError(f"--targets {targets}: choose all, last or set")
         result = build_next_item(str(events), output, protocol=protocol, test_events=test_events,  # type: ignore
                                  min_behaviors=min_behaviors, n_test=n_test, n_valid=n_valid, max_history=max_history,
                                  targets=targets, behaviors=_ints(behaviors, "--behaviors"),  # type: ignore

@@ -17,7 +17,11 @@ Outputs (one directory)::
 
     train/   user_id, hist_item_ids list<int64>, hist_category_ids list<int64>,
              item_id int64 (the target), category_id int64 — one row per target position
-             (``targets="all"``: every position after the first; ``"last"``: the last only)
+             (``targets="all"``: every position after the first; ``"last"``: the last only;
+             ``"set"``: every item, its history up to ``max_history`` of the user's *other*
+             items, for logs whose lines are item sets rather than sequences, e.g. the
+             Amazon/BARS split files: each user's items in a seeded shuffled order, the
+             history of the item at position p the items that follow it, cyclically)
     train_sequences/  user_id, item_ids list<int64>: each training user's whole training
              sequence in order (what the baselines learn from)
     test/inputs/  user_id, hist_item_ids, hist_category_ids (last ``max_history``, most recent
@@ -135,6 +139,22 @@ def _train_query(source: str, max_history: int, targets: str, min_history: int) 
               FROM {source} WHERE len(items) > {min_history})"""
 
 
+def _set_train_query(source: str, max_history: int, seed: int) -> str:
+    """Every item of a user's set against up to ``max_history`` of its other items (see the module docstring)."""
+    return f"""
+        WITH shuffled AS (
+            SELECT user_id, list(item_id ORDER BY h) AS items, list(category_id ORDER BY h) AS cats
+            FROM (SELECT user_id, item_id, category_id, hash(user_id, item_id, {int(seed)}::BIGINT, pos) AS h
+                  FROM (SELECT user_id, unnest(items) AS item_id, unnest(cats) AS category_id,
+                               unnest(range(len(items))) AS pos FROM {source}))
+            GROUP BY user_id HAVING count(*) > 1)
+        SELECT user_id,
+               list_slice(items || items, pos + 1, pos + least({max_history}, len(items) - 1)) AS hist_item_ids,
+               list_slice(cats || cats, pos + 1, pos + least({max_history}, len(items) - 1)) AS hist_category_ids,
+               items[pos] AS item_id, cats[pos] AS category_id
+        FROM (SELECT user_id, items, cats, unnest(range(1, len(items) + 1)) AS pos FROM shuffled)"""
+
+
 def _inputs_query(source: str, max_history: int, exclude: Sequence[int] | None) -> str:
     seen = "list_distinct(items)" if not exclude else (
         "list_distinct(list_transform(list_filter(list_zip(items, behs), lambda x: x[2] IN ("
@@ -149,7 +169,7 @@ def _inputs_query(source: str, max_history: int, exclude: Sequence[int] | None) 
 
 def build_next_item(events: str | Sequence[str], output: str | os.PathLike[str], protocol: Protocol = "user-split",
                     test_events: str | Sequence[str] | None = None, min_behaviors: int = 10, n_test: int = 10_000,
-                    n_valid: int = 10_000, max_history: int = 50, targets: Literal["all", "last"] = "all",
+                    n_valid: int = 10_000, max_history: int = 50, targets: Literal["all", "last", "set"] = "all",
                     min_history: int = 1, behaviors: Sequence[int] | None = None,
                     exclude_behaviors: Sequence[int] | None = None, seed: int = 2024, threads: int | None = None,
                     memory_limit: str | None = None, temp_dir: str | None = None,
@@ -159,6 +179,8 @@ def build_next_item(events: str | Sequence[str], output: str | os.PathLike[str],
         raise UserError(f"--protocol {protocol}: choose user-split, leave-one-out or given")
     if (protocol == "given") != (test_events is not None):
         raise UserError("--test-events is required with --protocol given, and only used with it")
+    if targets not in ("all", "last", "set"):
+        raise UserError(f"--targets {targets}: choose all, last or set")
     if max_history < 1 or min_history < 1:
         raise UserError("--max-history and --min-history must be at least 1")
     events = [events] if isinstance(events, (str, os.PathLike)) else list(events)
@@ -213,8 +235,9 @@ def build_next_item(events: str | Sequence[str], output: str | os.PathLike[str],
                                   "(SELECT user_id FROM seqs)").fetchone()[0]
             counts["test_users_without_history"] = int(orphans)
         bar.advance(1)
-        counts["train_samples"] = _copy(con, _train_query("train_seqs", max_history, targets, min_history),
-                                        tmp / "train")
+        train = _set_train_query("train_seqs", max_history, seed) if targets == "set" else \
+            _train_query("train_seqs", max_history, targets, min_history)
+        counts["train_samples"] = _copy(con, train, tmp / "train")
         counts["train_users"] = _copy(con, "SELECT user_id, items AS item_ids FROM train_seqs",
                                       tmp / "train_sequences")
         bar.advance(1)
