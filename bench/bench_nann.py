@@ -115,6 +115,13 @@ def main() -> None:
     index = work / f"index_{args.space}_m{args.m}"
     if not (args.reuse and index.is_dir()):
         rt("hnsw", "build", "--input", emb, "--space", args.space, "--m", args.m, "-o", index)
+    # warm-up on one user: numba compiles the search kernels on first use in a fresh checkout (then caches them)
+    one = work / "inputs_one"
+    one.mkdir(exist_ok=True)
+    pq.write_table(pads.dataset(inputs).to_table().slice(0, 1), one / "part-0.parquet")
+    for expand in ([], ["--expand", 4]):
+        rt("retrieve", "--method", "nann", "--model", ex, "--index", index, "--users", one, "--topk", 200, *expand,
+           "-o", work / "recalls_warm_up")
     brute, brute_info = retrieve("--method", "brute", "--model", ex, "--index", index, "--users", inputs,
                                  "--topk", 200, "-o", work / "recalls_brute")
     rows = [{"method": "brute force (every item scored)", **brute_info, **evaluate(brute, truth, work / "eval_brute",
