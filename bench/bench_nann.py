@@ -20,6 +20,8 @@ import shutil
 import time
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.compute  # noqa: F401 (pa.compute)
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 import yaml
@@ -91,6 +93,11 @@ def main() -> None:
         inputs = work / "inputs_subset"
         inputs.mkdir(exist_ok=True)
         pq.write_table(table, inputs / "part-0.parquet")
+        kept = pads.dataset(truth).to_table()
+        kept = kept.filter(pa.compute.is_in(kept["user_id"], value_set=table["user_id"]))
+        truth = work / "truth_subset"
+        truth.mkdir(exist_ok=True)
+        pq.write_table(kept, truth / "part-0.parquet")
     ex = work / "export"
     train_s = None
     if not (args.reuse and ex.is_dir()):
