@@ -134,6 +134,10 @@ def test_nann_with_ef_over_the_catalogue_equals_brute(seqs, tmp_path, cli):
     _, best_first, _, _ = _recalls(tmp_path / "best_first")
     _same_topk(best_first, brute, 10)
     assert json.loads((tmp_path / "best_first" / "_meta.json").read_text())["search_seconds"] > 0
+    for flag, value in (("--ef", "0,10,10"), ("--ef", "a,b,c"), ("--rounds", "1,-1,3")):
+        assert "give whole numbers of at least" in cli("retrieve", "--method", "nann", flag, value, *common,
+                                                       "-o", tmp_path / "x", expect=2).stderr
+    assert not (tmp_path / "x").exists()
     assert "--expand must be at least 1" in cli("retrieve", "--method", "nann", "--expand", "0", *common,
                                                 "-o", tmp_path / "x", expect=2).stderr
     assert "--ef and --rounds take three values" in cli("retrieve", "--method", "nann", "--ef", "5", *common,

@@ -122,6 +122,17 @@ def _rows_per_call(lengths: np.ndarray, lo: int, budget: int) -> int:
     return lo + (int(fits[-1]) + 1 if len(fits) else 1)
 
 
+def _counts(text: str | None, flag: str, least: int) -> list[int]:
+    """Comma-separated whole numbers of at least ``least`` ("100,200,400"), or a one-line error."""
+    try:
+        values = [int(v) for v in text.split(",")] if text else []
+    except ValueError:
+        values = [least - 1]
+    if any(v < least for v in values):
+        raise UserError(f"{flag} {text}: give whole numbers of at least {least}, comma-separated (e.g. 100,200,400)")
+    return values
+
+
 def _parts(model: Path) -> dict:
     meta = model / "_meta.json"
     return json.loads(meta.read_text()).get("parts", {}) if meta.is_file() else {}
@@ -240,7 +251,7 @@ class _Engine:
         self.method, self.towers, self.program, self.candidate, self.k = method, towers, program, candidate, topk
         self.expand, self.matrix = expand, matrix
         self.catalogue_size = 0
-        ef_values = [int(v) for v in ef.split(",")] if ef else []
+        ef_values = _counts(ef, "--ef", 1)
         if method == "hnsw":
             from rectool.retrieval.hnsw import load_index
 
@@ -278,7 +289,7 @@ class _Engine:
                 else {}
             self.graph = load_graph(index) if meta.get("kind") == "hnsw_graph" else extract_graph(index)
             self.ef = tuple(ef_values) if ef_values else (100, 200, 400)
-            self.rounds = tuple(int(v) for v in rounds.split(",")) if rounds else (1, 1, 3)
+            self.rounds = tuple(_counts(rounds, "--rounds", 0)) or (1, 1, 3)
             if len(self.ef) != 3 or len(self.rounds) != 3:
                 raise UserError("--ef and --rounds take three values for NANN: levels 2, 1, 0 (e.g. 100,200,400)")
             self.catalogue_size = len(self.graph.ids)
