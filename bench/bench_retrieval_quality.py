@@ -1,33 +1,56 @@
 """Quality of rectool's retrieval models on the shared real datasets, through the CLI end to end.
 
-For each dataset with a given train/test split (``../shared/data``: movielens-100k
-``split_temporal_80_20``, amazon-cds): ``convert --format user-lines`` → ``dataset --task
-next-item --protocol given`` (``--targets set`` on amazon-cds, whose lines are item sets) →
-``train`` (two-tower, MIND) → ``export`` → ``embed`` →
-``retrieve --method brute`` (every item scored, the user's training items excluded: the
-full-ranking protocol of issue 5) → ``eval-topk`` at 20 and 50. Popularity and item-CF run
-on the same files (``baseline``), so every figure comes from the same evaluator.
+For each dataset (``../shared/data``): ``convert`` → ``dataset --task next-item --protocol
+given`` → ``train`` (two-tower, MIND) → ``export`` → ``embed`` → ``retrieve --method brute``
+(every item scored, the user's training items excluded: the full-ranking protocol of issue
+5) → ``eval-topk``. Popularity and item-CF run on the same files (``baseline``), so every
+figure comes from the same evaluator.
 
-    python bench/bench_retrieval_quality.py [--datasets movielens-100k,amazon-cds] [--epochs 20]
-        [--models two_tower,mind] [--no-baselines]
+=====================  ============================================  ===================
+dataset                split                                         excluded, K
+=====================  ============================================  ===================
+movielens-100k         ``split_temporal_80_20`` (time-ordered lines)  training items, 20/50
+amazon-cds             given train/test (lines are item *sets*:       training items, 20/50
+                       ``dataset --targets set``)
+taobao-multibehavior   train = buy ∪ cart (``convert --format pairs   the user's buys only,
+                       --behavior 4/3``), test = one held-out buy     10/20 (hit = recall)
+=====================  ============================================  ===================
+
+Configurations are chosen on a **validation split carved out of train**, never on test
+(``--grid``): per user, the last 20% of a time-ordered line (movielens), a seeded random
+20% of an item set (amazon-cds; users with >= 5 items), or the provided ``valid.txt`` buy
+removed from the buys (taobao). The best configuration by validation recall at the first K
+is then trained on the whole train split and evaluated on test.
+
+    python bench/bench_retrieval_quality.py [--datasets movielens-100k,amazon-cds,taobao-multibehavior]
+        [--epochs 20] [--models two_tower,mind] [--no-baselines] [--grid NAME=JSON ...]
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import shutil
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import yaml
 from bench_baselines import PEERS, _shared_data
 from common import DATA, RECTOOL, ROOT, emit, log
 
-SPLITS = {"movielens-100k": "movielens-100k/split_temporal_80_20", "amazon-cds": "amazon-cds"}
-# training samples: movielens lines are time-ordered sequences; the amazon-cds (BARS) lines are item sets
-TARGETS = {"movielens-100k": "all", "amazon-cds": "set"}
+DATASETS: dict[str, dict[str, Any]] = {
+    "movielens-100k": {"dir": "movielens-100k/split_temporal_80_20", "layout": "lines", "targets": "all",
+                       "k": (20, 50), "exclusion": "the user's training items"},
+    "amazon-cds": {"dir": "amazon-cds", "layout": "lines", "targets": "set", "k": (20, 50),
+                   "exclusion": "the user's training items"},
+    "taobao-multibehavior": {"dir": "taobao-multibehavior", "layout": "taobao", "targets": "set", "k": (10, 20),
+                             "exclusion": "the user's buys only (22% of test buys are in the user's cart)"},
+}
+VALID_SHARE, VALID_MIN_ITEMS, SEED = 0.2, 5, 7
 
 
 def rt(*args: object) -> str:
@@ -56,67 +79,187 @@ def config(seq: Path, model_dir: Path, model: str, n_items: int, epochs: int) ->
             "train": {"model_dir": str(model_dir), "epochs": epochs, "log_every": 200, "seed": 7}}
 
 
-def evaluate(recalls: Path, seq: Path, out: Path) -> dict:
-    rt("eval-topk", "--recall-path", recalls, "--truth-path", seq / "test" / "truth", "--k-list", "20,50",
-       "--output", out, "--overwrite")
+def apply_overrides(cfg: dict, overrides: dict[str, Any]) -> dict:
+    """``{"model.loss.temperature": 0.1, "embedding_dim": 128, "train.epochs": 10}`` on a config;
+    ``embedding_dim`` sets every feature's (and the towers' output) dimension."""
+    cfg = copy.deepcopy(cfg)
+    for key, value in overrides.items():
+        if key == "embedding_dim":
+            for f in cfg["features"]:
+                f["embedding_dim"] = value
+            cfg["model"]["output_dim"] = value
+            continue
+        node = cfg
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    return cfg
+
+
+# --- splits: plain user-lines / pair files in DATA, converted like a user would --------------------
+
+def _read_lines(path: Path) -> dict[int, list[int]]:
+    return {int(f[0]): [int(x) for x in f[1:]] for f in (line.split() for line in open(path)) if f}
+
+
+def _write_lines(path: Path, lines: dict[int, list[int]]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(f"{u} {' '.join(map(str, items))}\n" for u, items in lines.items() if items))
+    return path
+
+
+def _holdout_lines(train: Path, out: Path, ordered: bool) -> tuple[Path, Path]:
+    """Validation from train lines: per user with >= VALID_MIN_ITEMS items, the last 20% of a
+    time-ordered line or a seeded random 20% of an item set."""
+    rng = np.random.default_rng(SEED)
+    kept, held = {}, {}
+    for user, items in _read_lines(train).items():
+        n_out = int(len(items) * VALID_SHARE) if len(items) >= VALID_MIN_ITEMS else 0
+        if ordered:
+            cut = np.arange(len(items)) >= len(items) - n_out
+        else:
+            cut = np.zeros(len(items), bool)
+            cut[rng.choice(len(items), n_out, replace=False)] = True
+        kept[user] = [i for i, c in zip(items, cut) if not c]
+        held[user] = [i for i, c in zip(items, cut) if c]
+    return _write_lines(out / "train.txt", kept), _write_lines(out / "test.txt", held)
+
+
+def _convert_split(name: str, spec: dict, src: Path, work: Path, split: str) -> tuple[list[str], str]:
+    """Events (train, test) of one split; ``split`` is ``test`` or ``valid``."""
+    out = work / f"{split}_raw"
+    if spec["layout"] == "lines":
+        train, test = src / "train.txt", src / "test.txt"
+        if split == "valid":
+            train, test = _holdout_lines(train, out, ordered=spec["targets"] != "set")
+        return ([rt("convert", "--format", "user-lines", train, "-o", work / f"{split}_train_events")],
+                rt("convert", "--format", "user-lines", test, "-o", work / f"{split}_test_events"))
+    buys, test = src / "buy.txt", src / "test.txt"
+    if split == "valid":  # valid.txt rows are in buy.txt: take them out, they become the truth
+        held = {tuple(line.split()) for line in open(src / "valid.txt") if line.strip()}
+        out.mkdir(parents=True, exist_ok=True)
+        buys = out / "buy.txt"
+        buys.write_text("".join(line for line in open(src / "buy.txt") if tuple(line.split()) not in held))
+        test = src / "valid.txt"
+    return ([rt("convert", "--format", "pairs", "--behavior", "4", buys, "-o", work / f"{split}_buy_events"),
+             rt("convert", "--format", "pairs", "--behavior", "3", src / "cart.txt", "-o",
+                work / f"{split}_cart_events")],
+            rt("convert", "--format", "pairs", "--behavior", "4", test, "-o", work / f"{split}_test_events"))
+
+
+def build_split(name: str, spec: dict, src: Path, work: Path, split: str) -> Path:
+    train_events, test_events = _convert_split(name, spec, src, work, split)
+    extra = ["--exclude-behaviors", "4"] if spec["layout"] == "taobao" else []
+    return Path(rt("dataset", "--task", "next-item", "--protocol", "given",
+                   *[a for ev in train_events for a in ("--events", ev)], "--test-events", test_events,
+                   "--min-behaviors", "1", "--max-history", "50", "--targets", spec["targets"], *extra,
+                   "-o", work / f"{split}_seq"))
+
+
+# --- runs ---------------------------------------------------------------------------------------------
+
+def evaluate(recalls: Path, seq: Path, out: Path, k: tuple[int, ...]) -> dict:
+    rt("eval-topk", "--recall-path", recalls, "--truth-path", seq / "test" / "truth", "--k-list",
+       ",".join(map(str, k)), "--output", out, "--overwrite")
     metrics = json.loads((out / "metrics.json").read_text())["metrics"]
-    return {f"{m}@{k}": round(v[m], 4) for k, v in metrics.items() for m in ("recall", "ndcg")}
+    return {f"{m}@{kk}": round(v[m], 4) for kk, v in metrics.items() for m in ("recall", "ndcg", "hit_rate")}
 
 
-def run_dataset(name: str, src: Path, epochs: int, models: list[str], baselines: bool) -> dict:
-    work = DATA / "quality" / name
-    shutil.rmtree(work, ignore_errors=True)
-    train_ev = rt("convert", "--format", "user-lines", src / "train.txt", "-o", work / "train_events")
-    test_ev = rt("convert", "--format", "user-lines", src / "test.txt", "-o", work / "test_events")
-    seq = Path(rt("dataset", "--task", "next-item", "--protocol", "given", "--events", train_ev, "--test-events",
-                  test_ev, "--min-behaviors", "1", "--max-history", "50", "--targets", TARGETS[name],
-                  "-o", work / "seq"))
+def run_baselines(spec: dict, seq: Path, work: Path) -> list[dict]:
+    rows = []
+    # taobao: item-CF reads the whole train list (buy ∪ cart) and leaves out only the buys
+    scope = (["--history", seq / "train_sequences", "--exclude", seq / "test" / "inputs"]
+             if spec["layout"] == "taobao" else ["--history", seq / "test" / "inputs"])
+    for rule in ("popularity", "item-cf"):
+        start = time.perf_counter()
+        r = rt("baseline", "--rule", rule, "--train", seq / "train_sequences", *scope,
+               "--users", seq / "test" / "truth", "--k", max(spec["k"]), "-o", work / f"recalls_{rule}")
+        rows.append({"method": rule, "seconds": round(time.perf_counter() - start, 1),
+                     **evaluate(Path(r), seq, work / f"eval_{rule}", spec["k"])})
+    return rows
+
+
+def run_model(cfg: dict, seq: Path, work: Path, tag: str, k: tuple[int, ...]) -> dict:
+    cfg = copy.deepcopy(cfg)
+    cfg["data"]["train_input"] = str(seq / "train")
+    cfg["train"]["model_dir"] = str(work / tag)
+    cfg_path = work / f"{tag}.yaml"
+    cfg_path.write_text(yaml.safe_dump(cfg))
+    start = time.perf_counter()
+    m = rt("train", "--config", cfg_path)
+    train_s = time.perf_counter() - start
+    ex = rt("export", "--model-dir", m, "--export-dir", work / f"{tag}_export")
+    emb = rt("embed", "--model", ex, "--items", seq / "items", "-o", work / f"{tag}_emb")
+    r = rt("retrieve", "--method", "brute", "--model", ex, "--items", emb, "--users", seq / "test" / "inputs",
+           "--topk", max(k), "-o", work / f"recalls_{tag}")
+    return {"train_seconds": round(train_s, 1), **evaluate(Path(r), seq, work / f"eval_{tag}", k)}
+
+
+def _n_items(seq: Path) -> int:
     import pyarrow.dataset as pads
 
-    n_items = int(pads.dataset(seq / "items").to_table(columns=["item_id"])["item_id"].to_numpy().max())
-    rows = []
-    for rule in ("popularity", "item-cf") if baselines else ():
-        start = time.perf_counter()
-        r = rt("baseline", "--rule", rule, "--train", seq / "train_sequences", "--history", seq / "test" / "inputs",
-               "--users", seq / "test" / "truth", "--k", "50", "-o", work / f"recalls_{rule}")
-        rows.append({"method": rule, "seconds": round(time.perf_counter() - start, 1),
-                     **evaluate(Path(r), seq, work / f"eval_{rule}")})
-        log(f"{name}: {rows[-1]}")
+    return int(pads.dataset(seq / "items").to_table(columns=["item_id"])["item_id"].to_numpy().max())
+
+
+def run_dataset(name: str, src: Path, epochs: int, models: list[str], baselines: bool,
+                grid: dict[str, dict[str, Any]]) -> dict:
+    spec = DATASETS[name]
+    work = DATA / "quality" / name
+    shutil.rmtree(work, ignore_errors=True)
+    seq = build_split(name, spec, src, work, "test")
+    n_items = _n_items(seq)  # ids are dense and shared by both splits: one vocabulary size
+    key = f"recall@{spec['k'][0]}"
+    rows = run_baselines(spec, seq, work) if baselines else []
+    for row in rows:
+        log(f"{name}: {row}")
+    validation: list[dict] = []
+    if grid:
+        valid_seq = build_split(name, spec, src, work, "valid")
+        n_items = max(n_items, _n_items(valid_seq))
     for model in models:
-        cfg_path = work / f"{model}.yaml"
-        cfg_path.write_text(yaml.safe_dump(config(seq, work / model, model, n_items, epochs)))
-        start = time.perf_counter()
-        m = rt("train", "--config", cfg_path)
-        train_s = time.perf_counter() - start
-        ex = rt("export", "--model-dir", m, "--export-dir", work / f"{model}_export")
-        emb = rt("embed", "--model", ex, "--items", seq / "items", "-o", work / f"{model}_emb")
-        r = rt("retrieve", "--method", "brute", "--model", ex, "--items", emb, "--users", seq / "test" / "inputs",
-               "--topk", "50", "-o", work / f"recalls_{model}")
-        rows.append({"method": model, "epochs": epochs, "train_seconds": round(train_s, 1),
-                     **evaluate(Path(r), seq, work / f"eval_{model}")})
+        base = config(seq, work / model, model, n_items, epochs)
+        chosen: dict[str, Any] = {}
+        if grid:
+            scores = {}
+            for label, overrides in grid.items():
+                result = run_model(apply_overrides(base, overrides), valid_seq, work, f"valid_{model}_{label}",
+                                   spec["k"])
+                scores[label] = result[key]
+                validation.append({"method": model, "config": label, **overrides, **result})
+                log(f"{name} validation: {validation[-1]}")
+            best = max(scores, key=scores.get)
+            chosen = {"config": best, **grid[best]}
+        result = run_model(apply_overrides(base, {k: v for k, v in chosen.items() if k != "config"}), seq, work,
+                           model, spec["k"])
+        rows.append({"method": model, "epochs": epochs, **chosen, **result})
         log(f"{name}: {rows[-1]}")
-    return {"exclusion": "the user's training items", "targets": TARGETS[name], "items": n_items,
-            "peers": PEERS[name], "runs": rows}
+    return {"exclusion": spec["exclusion"], "targets": spec["targets"], "items": n_items, "peers": PEERS[name],
+            "chosen_by": f"validation {key} (a split of train)" if grid else "fixed configuration",
+            "validation": validation, "runs": rows}
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--datasets", default=",".join(SPLITS))
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--datasets", default=",".join(DATASETS))
     ap.add_argument("--epochs", type=int, default=20)
     ap.add_argument("--models", default="two_tower,mind")
     ap.add_argument("--no-baselines", action="store_true")
+    ap.add_argument("--grid", nargs="*", default=[], metavar="NAME=JSON",
+                    help='configurations tried on the validation split, e.g. t10=\'{"model.loss.temperature": 0.1}\'')
     args = ap.parse_args()
+    grid = {g.split("=", 1)[0]: json.loads(g.split("=", 1)[1]) for g in args.grid}
     root = _shared_data()
     if root is None:
         raise SystemExit("bench_retrieval_quality: ../shared/data not found (set RECTOOL_SHARED_DATA)")
     results = {}
     for name in args.datasets.split(","):
-        src = root / SPLITS[name]
+        src = root / DATASETS[name]["dir"]
         if not src.is_dir():
             log(f"{name}: not in {root}, skipped")
             continue
-        results[name] = run_dataset(name, src, args.epochs, args.models.split(","), not args.no_baselines)
-    emit("retrieval_quality" + ("" if set(SPLITS) <= set(results) else "_" + "_".join(results)), results)
+        results[name] = run_dataset(name, src, args.epochs, args.models.split(","), not args.no_baselines, grid)
+    emit("retrieval_quality" + ("" if set(DATASETS) <= set(results) else "_" + "_".join(results)), results)
 
 
 if __name__ == "__main__":

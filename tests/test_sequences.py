@@ -117,6 +117,21 @@ def test_set_targets_pair_each_item_with_the_users_other_items(log, tmp_path):
             [("user_id", "ascending"), ("item_id", "ascending")])), "deterministic in the seed"
 
 
+def test_set_targets_count_an_item_listed_twice_once(tmp_path):
+    """Buy ∪ cart logs list an item both carted and bought twice: one target, never its own history."""
+    carts = _events(tmp_path / "cart", [(1, 10, 0, 3), (1, 11, 0, 3), (2, 20, 0, 3), (2, 21, 0, 3)])
+    buys = _events(tmp_path / "buy", [(1, 10, 1, 4), (1, 12, 1, 4), (2, 20, 1, 4)])
+    test = _events(tmp_path / "te", [(1, 13, 5, 4), (2, 22, 5, 4)])
+    build_next_item([str(carts), str(buys)], tmp_path / "s", protocol="given", test_events=str(test),
+                    targets="set", exclude_behaviors=[4])
+    samples = open_dataset(tmp_path / "s" / "train").to_table().to_pylist()
+    assert sorted((r["user_id"], r["item_id"]) for r in samples) == [(1, 10), (1, 11), (1, 12), (2, 20), (2, 21)]
+    assert all(r["item_id"] not in r["hist_item_ids"] for r in samples)
+    assert {r["user_id"]: sorted(r["hist_item_ids"]) for r in samples if r["item_id"] in (10, 20)} == \
+        {1: [11, 12], 2: [21]}
+    assert sorted(_read(tmp_path / "s" / "test" / "inputs")[1]["seen_item_ids"]) == [10, 12], "buys only"
+
+
 def test_bad_arguments(log, tmp_path):
     with pytest.raises(UserError, match="--test-events is required"):
         build_next_item(str(log), tmp_path / "x", protocol="given")

@@ -18,7 +18,7 @@ Outputs (one directory)::
     train/   user_id, hist_item_ids list<int64>, hist_category_ids list<int64>,
              item_id int64 (the target), category_id int64 — one row per target position
              (``targets="all"``: every position after the first; ``"last"``: the last only;
-             ``"set"``: every item, its history up to ``max_history`` of the user's *other*
+             ``"set"``: every distinct item, its history up to ``max_history`` of the user's *other*
              items, for logs whose lines are item sets rather than sequences, e.g. the
              Amazon/BARS split files: each user's items in a seeded shuffled order, the
              history of the item at position p the items that follow it, cyclically)
@@ -140,13 +140,15 @@ def _train_query(source: str, max_history: int, targets: str, min_history: int) 
 
 
 def _set_train_query(source: str, max_history: int, seed: int) -> str:
-    """Every item of a user's set against up to ``max_history`` of its other items (see the module docstring)."""
+    """Every distinct item of a user's set against up to ``max_history`` of its other items (see the module
+    docstring); an item listed twice (bought and carted) is one target."""
     return f"""
         WITH shuffled AS (
             SELECT user_id, list(item_id ORDER BY h) AS items, list(category_id ORDER BY h) AS cats
-            FROM (SELECT user_id, item_id, category_id, hash(user_id, item_id, {int(seed)}::BIGINT, pos) AS h
-                  FROM (SELECT user_id, unnest(items) AS item_id, unnest(cats) AS category_id,
-                               unnest(range(len(items))) AS pos FROM {source}))
+            FROM (SELECT user_id, item_id, any_value(category_id) AS category_id,
+                         hash(user_id, item_id, {int(seed)}::BIGINT) AS h
+                  FROM (SELECT user_id, unnest(items) AS item_id, unnest(cats) AS category_id FROM {source})
+                  GROUP BY user_id, item_id)
             GROUP BY user_id HAVING count(*) > 1)
         SELECT user_id,
                list_slice(items || items, pos + 1, pos + least({max_history}, len(items) - 1)) AS hist_item_ids,
