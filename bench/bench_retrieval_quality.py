@@ -54,8 +54,9 @@ VALID_SHARE, VALID_MIN_ITEMS, SEED = 0.2, 5, 7
 
 
 def rt(*args: object) -> str:
-    out = subprocess.run([*RECTOOL, *map(str, args), "--quiet"], cwd=ROOT, check=True, capture_output=True,
-                         text=True)
+    out = subprocess.run([*RECTOOL, *map(str, args), "--quiet"], cwd=ROOT, capture_output=True, text=True)
+    if out.returncode:
+        raise SystemExit(f"rectool {' '.join(map(str, args))} failed ({out.returncode}):\n{out.stderr[-2000:]}")
     return out.stdout.strip()
 
 

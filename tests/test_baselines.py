@@ -105,6 +105,11 @@ def test_run_baseline_files_and_exclusion_rules(tmp_path):
     only = write_pairs(tmp_path / "buys.parquet", [(1, 10)])
     run_baseline("popularity", train, tmp_path / "pop_buys", users=truth, history=history, exclude=only, k=2)
     assert read_recalls(tmp_path / "pop_buys").lists.to_lists() == [[11, 12], [10, 11], [10, 11]]
+    # an exclusion table whose lists are all empty (users without buys) leaves nothing out
+    empty = write_lists(tmp_path / "no_buys.parquet", [1, 2], [[], []], column="seen_item_ids")
+    for rule in ("popularity", "item-cf"):
+        run_baseline(rule, train, tmp_path / f"{rule}_empty", users=truth, history=history, exclude=empty, k=2)
+    assert read_recalls(tmp_path / "popularity_empty").lists.to_lists() == [[10, 11]] * 3
     run_baseline("item-cf", train, tmp_path / "cf", users=truth, history=history, k=3, similarity="cooccurrence")
     # user 1 (10, 11): 12 co-occurs once with each (2), 13 once with 11 (1); user 2 (10, 12): 11 scores 2 + 1
     assert read_recalls(tmp_path / "cf").lists.to_lists() == [[12, 13], [11, 13], [11, 12]]

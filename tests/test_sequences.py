@@ -132,6 +132,19 @@ def test_set_targets_count_an_item_listed_twice_once(tmp_path):
     assert sorted(_read(tmp_path / "s" / "test" / "inputs")[1]["seen_item_ids"]) == [10, 12], "buys only"
 
 
+def test_cli_joins_repeated_events(tmp_path, cli):
+    """`--events` twice (buys and carts) reads both; ranking datasets take exactly one."""
+    carts = _events(tmp_path / "cart", [(1, 10, 0, 3), (1, 11, 0, 3)])
+    buys = _events(tmp_path / "buy", [(1, 12, 1, 4)])
+    test = _events(tmp_path / "te", [(1, 13, 5, 4)])
+    cli("dataset", "--task", "next-item", "--protocol", "given", "--events", buys, "--events", carts,
+        "--test-events", test, "--min-behaviors", "1", "--exclude-behaviors", "4", "-o", tmp_path / "s")
+    inputs = _read(tmp_path / "s" / "test" / "inputs")[1]
+    assert sorted(inputs["hist_item_ids"]) == [10, 11, 12] and inputs["seen_item_ids"] == [12]
+    res = cli("dataset", "--events", buys, "--events", carts, "--features", buys, "-o", tmp_path / "r", expect=2)
+    assert "--events given 2 times" in res.stderr and not (tmp_path / "r").exists()
+
+
 def test_bad_arguments(log, tmp_path):
     with pytest.raises(UserError, match="--test-events is required"):
         build_next_item(str(log), tmp_path / "x", protocol="given")

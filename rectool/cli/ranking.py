@@ -55,7 +55,8 @@ def features(
 
 
 def dataset(
-    events: EventsOpt,
+    events: Annotated[list[Path], typer.Option("--events", help="Events dataset written by `rectool convert`; "
+                                                               "next-item: repeat to join several (buy + cart).")],
     output: OutputOpt,
     features: Annotated[Path | None, typer.Option("--features", help="ranking: feature tables written by "
                                                                      "`rectool features`.")] = None,
@@ -113,7 +114,7 @@ def dataset(
                             "(and --test-events)")
         if targets not in ("all", "last", "set"):
             raise UserError(f"--targets {targets}: choose all, last or set")
-        result = build_next_item(str(events), output, protocol=protocol, test_events=test_events,  # type: ignore
+        result = build_next_item([str(e) for e in events], output, protocol=protocol, test_events=test_events,  # type: ignore
                                  min_behaviors=min_behaviors, n_test=n_test, n_valid=n_valid, max_history=max_history,
                                  targets=targets, behaviors=_ints(behaviors, "--behaviors"),  # type: ignore
                                  exclude_behaviors=_ints(exclude_behaviors, "--exclude-behaviors"), seed=seed,
@@ -130,9 +131,12 @@ def dataset(
         raise UserError("--features is required for --task ranking (the output of rectool features)")
     if split not in ("last-day", "user-hash"):
         raise UserError(f"--split {split}: choose last-day or user-hash")
+    if len(events) != 1:
+        raise UserError(f"--events given {len(events)} times: --task ranking reads one events dataset (convert "
+                        "several raw files into one with a single `rectool convert`)")
     target = "default" if predict_day is None else (None if predict_day.strip().lower() == "none"
                                                     else parse_day(predict_day, "--predict-day"))
-    result = build_dataset(events, features, output,
+    result = build_dataset(events[0], features, output,
                            label_days=parse_days(label_days, "--label-days") if label_days else None,
                            predict_day=target, items=items, candidate_days=candidate_days, neg_ratio=neg_ratio,
                            split=split, eval_fraction=eval_fraction, seed=seed,  # type: ignore[arg-type]

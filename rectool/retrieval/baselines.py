@@ -82,7 +82,7 @@ class Catalogue:
 
 def _lists_for(users: np.ndarray, lists: UserLists | None) -> Ragged:
     """Each of ``users``' lists (empty for users without one)."""
-    if lists is None:
+    if lists is None or len(lists) == 0:  # no user has anything to leave out
         return no_exclusion(len(users))
     rows = lists.rows_of(users)
     taken = lists.lists.take(np.maximum(rows, 0))
