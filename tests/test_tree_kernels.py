@@ -67,6 +67,11 @@ def test_topk_segments_matches_sort_with_ties_and_nan():
         assert got_n[b].tolist() == want_n
         assert sorted(set_n[b].tolist()) == sorted(want_n)
         assert np.isneginf(got_s[b][len(ranked):]).all()
+    # signed zeros tie (the smaller node first), infinities rank at the ends, NaN ranks as -inf
+    special = np.array([0.0, -0.0, np.inf, -np.inf, np.nan, -1.5, 2.5], dtype=np.float32)
+    got_n, got_s = topk_segments(special, np.array([6, 5, 4, 3, 2, 1, 0]), np.array([0, 7]), 7, True)
+    assert got_n[0].tolist() == [4, 0, 5, 6, 1, 2, 3]
+    assert got_s[0].tolist()[:5] == [np.inf, 2.5, 0.0, 0.0, -1.5] and np.isneginf(got_s[0][5:]).all()
     big = np.random.default_rng(6).random(5000).astype(np.float32)
     for k in (1, 2, 399, 400, 4999, 5000):
         sel, _ = topk_segments(big, np.arange(5000), np.array([0, 5000]), k, False)

