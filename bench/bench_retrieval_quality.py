@@ -151,7 +151,8 @@ def _convert_split(name: str, spec: dict, src: Path, work: Path, split: str) -> 
 
 def build_split(name: str, spec: dict, src: Path, work: Path, split: str) -> Path:
     train_events, test_events = _convert_split(name, spec, src, work, split)
-    extra = ["--exclude-behaviors", "4"] if spec["layout"] == "taobao" else []
+    # taobao: learn buys (targets) from buys and carts (histories); leave out only the buys
+    extra = ["--target-behaviors", "4", "--exclude-behaviors", "4"] if spec["layout"] == "taobao" else []
     return Path(rt("dataset", "--task", "next-item", "--protocol", "given",
                    *[a for ev in train_events for a in ("--events", ev)], "--test-events", test_events,
                    "--min-behaviors", "1", "--max-history", "50", "--targets", spec["targets"], *extra,

@@ -117,19 +117,36 @@ def test_set_targets_pair_each_item_with_the_users_other_items(log, tmp_path):
             [("user_id", "ascending"), ("item_id", "ascending")])), "deterministic in the seed"
 
 
-def test_set_targets_count_an_item_listed_twice_once(tmp_path):
-    """Buy ∪ cart logs list an item both carted and bought twice: one target, never its own history."""
-    carts = _events(tmp_path / "cart", [(1, 10, 0, 3), (1, 11, 0, 3), (2, 20, 0, 3), (2, 21, 0, 3)])
+def test_set_targets_over_behaviours(tmp_path):
+    """Buy ∪ cart: an (item, behaviour) is one event; buys as the only targets, their histories
+    holding the other events -- a bought item's own cart included, never the buy itself."""
+    carts = _events(tmp_path / "cart", [(1, 10, 0, 3), (1, 11, 0, 3), (1, 11, 0, 3), (2, 20, 0, 3), (2, 21, 0, 3)])
     buys = _events(tmp_path / "buy", [(1, 10, 1, 4), (1, 12, 1, 4), (2, 20, 1, 4)])
     test = _events(tmp_path / "te", [(1, 13, 5, 4), (2, 22, 5, 4)])
-    build_next_item([str(carts), str(buys)], tmp_path / "s", protocol="given", test_events=str(test),
+    build_next_item([str(carts), str(buys)], tmp_path / "all", protocol="given", test_events=str(test),
                     targets="set", exclude_behaviors=[4])
+    samples = open_dataset(tmp_path / "all" / "train").to_table().to_pylist()
+    # the cart of 11 listed twice is one event; 10 and 20, carted and bought, are two each
+    assert sorted((r["user_id"], r["item_id"]) for r in samples) == \
+        [(1, 10), (1, 10), (1, 11), (1, 12), (2, 20), (2, 20), (2, 21)]
+    build_next_item([str(carts), str(buys)], tmp_path / "buys", protocol="given", test_events=str(test),
+                    targets="set", exclude_behaviors=[4], target_behaviors=[4])
+    samples = open_dataset(tmp_path / "buys" / "train").to_table().to_pylist()
+    assert {(r["user_id"], r["item_id"]): sorted(r["hist_item_ids"]) for r in samples} == \
+        {(1, 10): [10, 11, 12], (1, 12): [10, 10, 11], (2, 20): [20, 21]}
+    assert sorted(_read(tmp_path / "buys" / "test" / "inputs")[1]["seen_item_ids"]) == [10, 12], "buys only"
+    with pytest.raises(UserError, match="--target-behaviors works with --targets all or set"):
+        build_next_item([str(carts), str(buys)], tmp_path / "x", protocol="given", test_events=str(test),
+                        targets="last", target_behaviors=[4])
+
+
+def test_sequential_targets_of_one_behaviour(tmp_path):
+    ev = _events(tmp_path / "ev", [(1, 10, 0, 3), (1, 10, 1, 4), (1, 11, 2, 1), (1, 12, 3, 4), (1, 13, 4, 1)])
+    build_next_item(str(ev), tmp_path / "s", protocol="leave-one-out", min_behaviors=2, n_valid=0,
+                    target_behaviors=[4])
     samples = open_dataset(tmp_path / "s" / "train").to_table().to_pylist()
-    assert sorted((r["user_id"], r["item_id"]) for r in samples) == [(1, 10), (1, 11), (1, 12), (2, 20), (2, 21)]
-    assert all(r["item_id"] not in r["hist_item_ids"] for r in samples)
-    assert {r["user_id"]: sorted(r["hist_item_ids"]) for r in samples if r["item_id"] in (10, 20)} == \
-        {1: [11, 12], 2: [21]}
-    assert sorted(_read(tmp_path / "s" / "test" / "inputs")[1]["seen_item_ids"]) == [10, 12], "buys only"
+    assert [(r["item_id"], r["hist_item_ids"]) for r in sorted(samples, key=lambda r: len(r["hist_item_ids"]))] \
+        == [(10, [10]), (12, [10, 10, 11])]
 
 
 def test_cli_joins_repeated_events(tmp_path, cli):

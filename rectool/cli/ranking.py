@@ -97,6 +97,9 @@ def dataset(
     exclude_behaviors: Annotated[str | None, typer.Option(
         "--exclude-behaviors", help="next-item: seen_item_ids (what retrieval leaves out) holds only input items "
                                     "of these behaviours [all].")] = None,
+    target_behaviors: Annotated[str | None, typer.Option(
+        "--target-behaviors", help="next-item: only events of these behaviours are training targets (histories "
+                                   "keep every behaviour), e.g. 4 to learn buys from buys and carts [all].")] = None,
     seed: SeedOpt = 2014,
     threads: ThreadsOpt = None,
     memory_limit: MemoryOpt = "2GB",
@@ -117,7 +120,8 @@ def dataset(
         result = build_next_item([str(e) for e in events], output, protocol=protocol, test_events=test_events,  # type: ignore
                                  min_behaviors=min_behaviors, n_test=n_test, n_valid=n_valid, max_history=max_history,
                                  targets=targets, behaviors=_ints(behaviors, "--behaviors"),  # type: ignore
-                                 exclude_behaviors=_ints(exclude_behaviors, "--exclude-behaviors"), seed=seed,
+                                 exclude_behaviors=_ints(exclude_behaviors, "--exclude-behaviors"),
+                                 target_behaviors=_ints(target_behaviors, "--target-behaviors"), seed=seed,
                                  threads=threads, memory_limit=memory_limit, temp_dir=temp_dir, overwrite=overwrite)
         console.summary("dataset (next-item)", result)
         console.emit_path(output)

@@ -18,10 +18,13 @@ Outputs (one directory)::
     train/   user_id, hist_item_ids list<int64>, hist_category_ids list<int64>,
              item_id int64 (the target), category_id int64 — one row per target position
              (``targets="all"``: every position after the first; ``"last"``: the last only;
-             ``"set"``: every distinct item, its history up to ``max_history`` of the user's *other*
-             items, for logs whose lines are item sets rather than sequences, e.g. the
-             Amazon/BARS split files: each user's items in a seeded shuffled order, the
-             history of the item at position p the items that follow it, cyclically)
+             ``"set"``: every distinct (item, behaviour), its history up to ``max_history`` of the
+             user's *other* events, for logs whose lines are item sets rather than sequences,
+             e.g. the Amazon/BARS split files or Taobao's buy ∪ cart: each user's events in a
+             seeded shuffled order, the history of the event at position p the events that
+             follow it, cyclically; a bought item's history may hold its own cart).
+             ``target_behaviors`` keeps only targets of those behaviours (Taobao: buys), the
+             histories still hold every behaviour
     train_sequences/  user_id, item_ids list<int64>: each training user's whole training
              sequence in order (what the baselines learn from)
     test/inputs/  user_id, hist_item_ids, hist_category_ids (last ``max_history``, most recent
@@ -128,33 +131,43 @@ def _copy(con, query: str, path: Path) -> int:  # noqa: ANN001
     return pq.ParquetFile(target).metadata.num_rows
 
 
-def _train_query(source: str, max_history: int, targets: str, min_history: int) -> str:
+def _behavior_filter(column: str, target_behaviors: Sequence[int] | None) -> str:
+    return f"AND {column} IN ({', '.join(str(int(b)) for b in target_behaviors)})" if target_behaviors else ""
+
+
+def _train_query(source: str, max_history: int, targets: str, min_history: int,
+                 target_behaviors: Sequence[int] | None = None) -> str:
     first = "len(items)" if targets == "last" else str(min_history + 1)
     return f"""
         SELECT user_id,
                list_slice(items, greatest(1, pos - {max_history}), pos - 1) AS hist_item_ids,
                list_slice(cats, greatest(1, pos - {max_history}), pos - 1) AS hist_category_ids,
                items[pos] AS item_id, cats[pos] AS category_id
-        FROM (SELECT user_id, items, cats, unnest(range({first}, len(items) + 1)) AS pos
-              FROM {source} WHERE len(items) > {min_history})"""
+        FROM (SELECT user_id, items, cats, behs, unnest(range({first}, len(items) + 1)) AS pos
+              FROM {source} WHERE len(items) > {min_history})
+        WHERE true {_behavior_filter("behs[pos]", target_behaviors)}"""
 
 
-def _set_train_query(source: str, max_history: int, seed: int) -> str:
-    """Every distinct item of a user's set against up to ``max_history`` of its other items (see the module
-    docstring); an item listed twice (bought and carted) is one target."""
+def _set_train_query(source: str, max_history: int, seed: int, target_behaviors: Sequence[int] | None = None) -> str:
+    """Every distinct (item, behaviour) of a user's set against up to ``max_history`` of the user's
+    other events (see the module docstring): an item listed twice with one behaviour is one event;
+    an item carted and bought is two, so a bought item's history can hold its own cart."""
     return f"""
         WITH shuffled AS (
-            SELECT user_id, list(item_id ORDER BY h) AS items, list(category_id ORDER BY h) AS cats
-            FROM (SELECT user_id, item_id, any_value(category_id) AS category_id,
-                         hash(user_id, item_id, {int(seed)}::BIGINT) AS h
-                  FROM (SELECT user_id, unnest(items) AS item_id, unnest(cats) AS category_id FROM {source})
-                  GROUP BY user_id, item_id)
+            SELECT user_id, list(item_id ORDER BY h) AS items, list(category_id ORDER BY h) AS cats,
+                   list(behavior ORDER BY h) AS behs
+            FROM (SELECT user_id, item_id, behavior, any_value(category_id) AS category_id,
+                         hash(user_id, item_id, behavior, {int(seed)}::BIGINT) AS h
+                  FROM (SELECT user_id, unnest(items) AS item_id, unnest(cats) AS category_id,
+                               unnest(behs) AS behavior FROM {source})
+                  GROUP BY user_id, item_id, behavior)
             GROUP BY user_id HAVING count(*) > 1)
         SELECT user_id,
                list_slice(items || items, pos + 1, pos + least({max_history}, len(items) - 1)) AS hist_item_ids,
                list_slice(cats || cats, pos + 1, pos + least({max_history}, len(items) - 1)) AS hist_category_ids,
                items[pos] AS item_id, cats[pos] AS category_id
-        FROM (SELECT user_id, items, cats, unnest(range(1, len(items) + 1)) AS pos FROM shuffled)"""
+        FROM (SELECT user_id, items, cats, behs, unnest(range(1, len(items) + 1)) AS pos FROM shuffled)
+        WHERE true {_behavior_filter("behs[pos]", target_behaviors)}"""
 
 
 def _inputs_query(source: str, max_history: int, exclude: Sequence[int] | None) -> str:
@@ -173,7 +186,8 @@ def build_next_item(events: str | Sequence[str], output: str | os.PathLike[str],
                     test_events: str | Sequence[str] | None = None, min_behaviors: int = 10, n_test: int = 10_000,
                     n_valid: int = 10_000, max_history: int = 50, targets: Literal["all", "last", "set"] = "all",
                     min_history: int = 1, behaviors: Sequence[int] | None = None,
-                    exclude_behaviors: Sequence[int] | None = None, seed: int = 2024, threads: int | None = None,
+                    exclude_behaviors: Sequence[int] | None = None, target_behaviors: Sequence[int] | None = None,
+                    seed: int = 2024, threads: int | None = None,
                     memory_limit: str | None = None, temp_dir: str | None = None,
                     overwrite: bool = False) -> dict[str, Any]:
     """Write a next-item dataset; returns its counts."""
@@ -183,6 +197,9 @@ def build_next_item(events: str | Sequence[str], output: str | os.PathLike[str],
         raise UserError("--test-events is required with --protocol given, and only used with it")
     if targets not in ("all", "last", "set"):
         raise UserError(f"--targets {targets}: choose all, last or set")
+    if targets == "last" and target_behaviors:
+        raise UserError("--target-behaviors works with --targets all or set; with last, filter the events with "
+                        "--behaviors instead")
     if max_history < 1 or min_history < 1:
         raise UserError("--max-history and --min-history must be at least 1")
     events = [events] if isinstance(events, (str, os.PathLike)) else list(events)
@@ -237,8 +254,8 @@ def build_next_item(events: str | Sequence[str], output: str | os.PathLike[str],
                                   "(SELECT user_id FROM seqs)").fetchone()[0]
             counts["test_users_without_history"] = int(orphans)
         bar.advance(1)
-        train = _set_train_query("train_seqs", max_history, seed) if targets == "set" else \
-            _train_query("train_seqs", max_history, targets, min_history)
+        train = _set_train_query("train_seqs", max_history, seed, target_behaviors) if targets == "set" else \
+            _train_query("train_seqs", max_history, targets, min_history, target_behaviors)
         counts["train_samples"] = _copy(con, train, tmp / "train")
         counts["train_users"] = _copy(con, "SELECT user_id, items AS item_ids FROM train_seqs",
                                       tmp / "train_sequences")
@@ -253,5 +270,6 @@ def build_next_item(events: str | Sequence[str], output: str | os.PathLike[str],
                    params={"min_behaviors": min_behaviors, "n_test": n_test, "n_valid": n_valid,
                            "max_history": max_history, "targets": targets, "min_history": min_history,
                            "behaviors": list(behaviors or []), "exclude_behaviors": list(exclude_behaviors or []),
+                           "target_behaviors": list(target_behaviors or []),
                            "seed": seed})
     return {"output": os.fspath(output), "protocol": protocol, **counts}
