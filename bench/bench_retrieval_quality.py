@@ -13,7 +13,9 @@ movielens-100k         ``split_temporal_80_20`` (time-ordered lines)  training i
 amazon-cds             given train/test (lines are item *sets*:       training items, 20/50
                        ``dataset --targets set``)
 taobao-multibehavior   train = buy ∪ cart (``convert --format pairs   the user's buys only,
-                       --behavior 4/3``), test = one held-out buy     10/20 (hit = recall)
+                       --behavior 4/3``; buys are the targets,        10/20 (hit = recall)
+                       ``--target-behaviors 4``), test = one
+                       held-out buy
 =====================  ============================================  ===================
 
 Configurations are chosen on a **validation split carved out of train**, never on test
