@@ -144,7 +144,7 @@ def _heap_drain(hs: np.ndarray, hn: np.ndarray, size: int, out_s: np.ndarray, ou
 def _rank_key(value: float, bits: np.uint32, node: int) -> np.uint64:
     """(score, node) as one uint64 that orders like the rank: a higher score, then a smaller
     node, gives a larger key. ``bits`` are the float32 score's bits; NaN ranks as -inf and
-    -0.0 ties with 0.0, as in ``_worse``. Nodes must lie in [0, 2**32)."""
+    -0.0 ties with 0.0, as in ``_heap_push``. Nodes must lie in [0, 2**32)."""
     if value != value:
         bits = np.uint32(0xFF800000)
     elif value == 0:
@@ -195,7 +195,7 @@ def _select_largest(keys: np.ndarray, m: int, k: int) -> None:
 
 
 def topk_segments(scores: np.ndarray, nodes: np.ndarray, offsets: np.ndarray, k: int, ordered: bool) -> tuple:
-    """Best ``k`` (score desc, node asc; NaN last) of each user's segment ``offsets[b]:offsets[b+1]``.
+    """Best ``k`` (score desc, node asc; NaN ranks as -inf) of each user's segment ``offsets[b]:offsets[b+1]``.
 
     Nodes must be distinct within a segment and lie in [0, 2**32) (tree rows). ``ordered``
     sorts the k best, best first; otherwise they come in no particular order (enough to
