@@ -102,8 +102,9 @@ def toy_config(train: Path, model_dir: Path, model: str = "deepfm", eval_input: 
 
 
 def write_toy_sequences(directory: Path, users: int = 400, items: int = 300, clusters: int = 10, length: int = 12,
-                        seed: int = 0) -> Path:
-    """A next-item dataset (train/ and items/) where each user browses inside one item cluster."""
+                        seed: int = 0, repeat: float = 0.0) -> Path:
+    """A next-item dataset (train/ and items/) where each user browses inside one item cluster;
+    with ``repeat`` > 0, each next item is, with that probability, one of the last 5 again."""
     import numpy as np
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -114,6 +115,9 @@ def write_toy_sequences(directory: Path, users: int = 400, items: int = 300, clu
     for u in range(users):
         c = rng.integers(0, clusters)
         seq = (c * per + rng.integers(0, per, length)).tolist()
+        for t in range(1, length if repeat > 0 else 0):
+            if rng.random() < repeat:
+                seq[t] = seq[max(0, t - 5) + int(rng.integers(0, min(t, 5)))]
         for t in range(1, length):
             rows["user_id"].append(u)
             rows["hist_item_ids"].append(seq[max(0, t - 5):t])

@@ -15,6 +15,10 @@ Methods (``--method``):
            scored by the export's ``scorer`` (``--ef``, ``--rounds``, ``--expand``):
            ``rectool.retrieval.nann_search``.
 
+A two-tower trained with ``model.repeat`` adds its learned bonus to the items of each
+user's history (``rectool.retrieval.repeat``: exact with ``brute``, and with ``hnsw`` on an
+ip or cosine index).
+
 Inputs: ``--users``, a table with ``user_id`` and the columns the program reads (the
 ``test/inputs`` of a next-item dataset). With ``--exclude-seen`` (default) the items of
 ``seen_item_ids`` (or ``--exclude-column``) are never returned; TDM's beam search scores
@@ -44,6 +48,7 @@ from rectool import console
 from rectool.artifacts import atomic_dir, open_dataset, require_columns, write_meta
 from rectool.errors import UserError
 from rectool.retrieval.formats import USER_ID, Ragged, RecallWriter, TopK, int_column, union_topk
+from rectool.retrieval.repeat import RepeatBonus
 from rectool.train.inputs import InputSpec, to_tensors
 from rectool.train.predict import load_program
 
@@ -209,8 +214,9 @@ def retrieve(method: Method, model: Path, users: str, output: str | os.PathLike[
                     hint="give the test inputs of a next-item dataset")
     if expand is not None and expand < 1:
         raise UserError("--expand must be at least 1 (or left out: expand every node not expanded yet)")
+    repeat = RepeatBonus.from_part(parts["user_tower"]) if towers else None
     engine = _Engine(method, towers, program, candidate, topk, index, items, tree, ef, rounds, expand, beam, threads,
-                     matrix)
+                     matrix, repeat)
     total = ds.count_rows()
     columns = list(dict.fromkeys([USER_ID, *user_spec.names, *reserved, *([column] if column else [])]))
     with atomic_dir(output, overwrite) as tmp, console.Stopwatch() as sw:
@@ -247,9 +253,10 @@ class _Engine:
 
     def __init__(self, method: str, towers: bool, program: torch.nn.Module, candidate: str | None, topk: int,
                  index: str | None, items: str | None, tree: str | None, ef: str | None, rounds: str | None,
-                 expand: int | None, beam: int | None, threads: int, matrix: bool) -> None:
+                 expand: int | None, beam: int | None, threads: int, matrix: bool,
+                 repeat: RepeatBonus | None = None) -> None:
         self.method, self.towers, self.program, self.candidate, self.k = method, towers, program, candidate, topk
-        self.expand, self.matrix = expand, matrix
+        self.expand, self.matrix, self.repeat = expand, matrix, repeat
         self.catalogue_size = 0
         ef_values = _counts(ef, "--ef", 1)
         if method == "hnsw":
@@ -260,6 +267,10 @@ class _Engine:
             self.index = load_index(index, threads=threads)
             self.ef = ef_values[0] if ef_values else max(topk, 100)
             self.catalogue_size = self.index.count
+            if repeat is not None:
+                from rectool.retrieval.repeat import index_lookup
+
+                self.vectors = index_lookup(self.index)
         elif method == "brute" and towers:
             from rectool.retrieval.formats import open_embeddings
 
@@ -269,6 +280,10 @@ class _Engine:
             ids, vecs = zip(*source.batches(), strict=True)
             self.item_ids, self.item_vecs = np.concatenate(ids), np.concatenate(vecs)
             self.catalogue_size = len(self.item_ids)
+            if repeat is not None:
+                from rectool.retrieval.repeat import table_lookup
+
+                self.vectors = table_lookup(self.item_ids, self.item_vecs)
         elif method == "brute":
             self.item_ids = _item_ids(items, tree, index)
             self.catalogue_size = len(self.item_ids)
@@ -300,19 +315,34 @@ class _Engine:
             with torch.inference_mode():
                 vectors = self.program(x).float().numpy()
             interests = [vectors] if vectors.ndim == 2 else [vectors[:, i] for i in range(vectors.shape[1])]
-            if self.method == "hnsw":
-                from rectool.retrieval.hnsw import hnsw_search
+            if self.repeat is not None:  # two-tower only (one vector per user)
+                from rectool.retrieval.repeat import scored_queries, search_with_repeat
 
-                found = [hnsw_search(self.index, q, self.k, ef=self.ef, exclude=exclude) for q in interests]
+                history, bonus = self.repeat.history(x)
+                space = self.index.space if self.method == "hnsw" else "ip"
+                result = search_with_repeat(lambda excl: self._plain(vectors, excl), scored_queries(space, vectors),
+                                            history, bonus, self.vectors, exclude, self.k)
             else:
-                from rectool.retrieval.brute import brute_search_dot
-
-                found = [brute_search_dot(q, self.item_vecs, self.k, item_ids=self.item_ids, exclude=exclude,
-                                          progress=False) for q in interests]
-            result = found[0] if len(found) == 1 else union_topk(found, self.k)
+                found = [self._plain(q, exclude) for q in interests]
+                result = found[0] if len(found) == 1 else union_topk(found, self.k)
             counted = self.catalogue_size * len(interests) if self.method == "brute" else None
             return TopK(result.item_ids, result.scores, result.lengths,
                         None if counted is None else np.full(n, counted, np.int64))
+        return self._pairs(x, n, exclude)
+
+    def _plain(self, queries: np.ndarray, exclude: Ragged | None) -> TopK:
+        """Top-k items by u·v for one vector per user: the index, or every item vector."""
+        if self.method == "hnsw":
+            from rectool.retrieval.hnsw import hnsw_search
+
+            return hnsw_search(self.index, queries, self.k, ef=self.ef, exclude=exclude)
+        from rectool.retrieval.brute import brute_search_dot
+
+        return brute_search_dot(queries, self.item_vecs, self.k, item_ids=self.item_ids, exclude=exclude,
+                                progress=False)
+
+    def _pairs(self, x: dict[str, torch.Tensor], n: int, exclude: Ragged | None) -> TopK:
+        """A pair scorer's search: brute force, NANN or TDM."""
         if self.method == "brute":
             from rectool.retrieval.brute import brute_search
 

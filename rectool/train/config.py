@@ -247,12 +247,23 @@ class _RetrievalBase(Strict):
     loss: RetrievalLossConfig = Field(default_factory=RetrievalLossConfig)
 
 
+class RepeatConfig(Strict):
+    """A learned bonus for candidates the user already has in a history sequence (RepeatNet's
+    repeat mode, Ren et al., AAAI 2019): score = u·v + bonus[min(count, max_count)]."""
+
+    history: str = Field(description="user-group sequence feature (raw item ids, compared with model.item_id)")
+    max_count: int = Field(default=3, ge=1, le=64, description="occurrences in the history beyond this share a bonus")
+
+
 class TwoTowerConfig(_RetrievalBase):
     """DSSM / YouTube-DNN: user tower over user features and the pooled history, item tower over the item."""
 
     type: Literal["two_tower"]
     history_pooling: Literal["mean", "attention"] = Field(
         default="attention", description="how user-group sequences with combiner none are pooled")
+    repeat: RepeatConfig | None = Field(
+        default=None, description="add a learned bonus to items already in the user's history (repeat "
+                                  "consumption: re-buys, carted items); retrieve applies it to those items")
 
 
 class MINDConfig(_RetrievalBase):

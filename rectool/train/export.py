@@ -18,7 +18,9 @@ Output directory::
     input_spec.json       every column the model reads
     config.yaml        the resolved training config
     assets/            files given with --asset-files
-    _meta.json         kind "export", model, parts {name: {columns, output}}, checkpoint, step
+    _meta.json         kind "export", model, parts {name: {columns, output, ...}}, checkpoint, step;
+                       a two-tower with ``model.repeat`` adds parts.user_tower.repeat {column,
+                       bonus} (the bonus per history count, on the u·v scale)
 
     rectool export --model-dir out/model --export-dir out/export --checkpoint best
 """
@@ -109,7 +111,8 @@ def export(model_dir: Path, export_dir: Path, checkpoint: str = "best", asset_fi
         write_meta(tmp, kind="export", inputs=[str(model_dir)], model=cfg.model.type,
                    num_class=getattr(cfg.model, "num_class", 1), columns=spec.names,
                    parts={p.name: {"columns": p.columns, "output": p.output, "candidate": p.candidate,
-                                   **({"candidate_shape": "[B, T]"} if p.candidate else {})} for p in parts},
+                                   **({"candidate_shape": "[B, T]"} if p.candidate else {}), **(p.meta or {})}
+                          for p in parts},
                    **info)
     size = sum((Path(export_dir) / f"{p.name}.pt2").stat().st_size for p in parts)
     return {"export_dir": str(export_dir), "model": cfg.model.type, "programs": ", ".join(p.name for p in parts),

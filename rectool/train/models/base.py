@@ -72,6 +72,7 @@ class ExportPart:
     columns: list[str]        # the input columns (of the training spec) it reads
     output: str               # what it returns, for _meta.json and the readers
     candidate: str | None = None  # pair scorers: the column of the candidate ids, a [B, T] matrix
+    meta: dict | None = None      # what a reader needs besides the program (e.g. the repeat bonus), in _meta.json
 
 
 class Model(nn.Module, abc.ABC):

@@ -9,6 +9,12 @@ items appear with their training frequency, sampled ones with the sampler's
 probability), a batch item equal to the row's target is masked, and the loss is the
 softmax cross-entropy of the target.
 
+With ``model.repeat`` (two-tower), a candidate found c times in the user's history sequence
+gets ``bonus[min(c, max_count)] / τ`` on top of u·v/τ (learned, ``bonus[0] = 0``): the
+repeat mode of RepeatNet (Ren et al., AAAI 2019) as one term, which a single user vector
+cannot express (it ranks a handful of specific items, e.g. the user's cart, above the rest).
+``retrieve`` adds the same bonus to the history items' scores (``rectool.retrieval.repeat``).
+
 ``gather_extras`` reads, once before training, the target items' frequencies and,
 for sampled negatives, the item catalogue with the item tower's columns; both are
 saved in checkpoints with the model.
@@ -30,9 +36,9 @@ from torch import nn
 
 from rectool.artifacts import open_dataset
 from rectool.errors import UserError
-from rectool.train.config import Config, MLPConfig, TowerConfig
+from rectool.train.config import Config, MLPConfig, SequenceFeature, TowerConfig
 from rectool.train.features import Prepared
-from rectool.train.inputs import InputSpec, to_tensors
+from rectool.train.inputs import LEN_SUFFIX, InputSpec, to_tensors
 from rectool.train.models.base import MLP, ExportPart, Model
 
 
@@ -94,6 +100,15 @@ class RetrievalModel(Model):
                 raise UserError(f"model {m.type}: needs a feature group named '{g}' (see model.user_group / "
                                 "model.item_group)")
         self.mcfg = m
+        self.repeat = getattr(m, "repeat", None)
+        if self.repeat is not None:
+            hist = {f.name: f for f in cfg.features}.get(self.repeat.history)
+            if not isinstance(hist, SequenceFeature) or self.repeat.history not in cfg.feature_groups[m.user_group]:
+                raise UserError(f"model.repeat.history '{self.repeat.history}': name a sequence feature of the "
+                                f"'{m.user_group}' feature group (the user's item ids)")
+            self.repeat_column = hist.input or hist.name
+            # on the u·v scale (divided by the temperature in the logits), so Adam's steps move it at the same pace
+            self.repeat_bonus = nn.Parameter(torch.zeros(self.repeat.max_count))
         self.item_tower = Tower(self.engine.flat_width(m.item_group), m.item_tower, m.output_dim)
         self.user_columns = self.engine.columns((m.user_group,))
         self.item_columns = self.engine.columns((m.item_group,))
@@ -166,6 +181,16 @@ class RetrievalModel(Model):
         p = self.engine.prepare(batch)
         return {"user": self.user_vectors(p), "item": self.item_vectors(p)}
 
+    def repeat_scores(self, batch: dict[str, torch.Tensor], candidates: torch.Tensor) -> torch.Tensor | None:
+        """[B, N] bonus of each candidate id by its count in row b's history (None without ``model.repeat``)."""
+        if self.repeat is None:
+            return None
+        hist = batch[self.repeat_column]
+        valid = torch.arange(hist.shape[1], device=hist.device) < batch[self.repeat_column + LEN_SUFFIX].unsqueeze(1)
+        count = ((hist.unsqueeze(2) == candidates.view(1, 1, -1)) & valid.unsqueeze(2)).sum(1)
+        bonus = torch.cat([self.repeat_bonus.new_zeros(1), self.repeat_bonus])
+        return bonus[count.clamp(max=self.repeat.max_count)]
+
     def pair_user(self, user: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """The user vector that meets these items [B, D] (multi-interest models pick per item)."""
         return user
@@ -179,18 +204,20 @@ class RetrievalModel(Model):
         ids = batch[self.mcfg.item_id]
         b = u.shape[0]
         parts = []
+        repeat = self.repeat_scores(batch, ids)
         if loss_cfg.in_batch or not sample:
-            logits = u @ v.t() / loss_cfg.temperature
+            logits = (u @ v.t() + (0 if repeat is None else repeat)) / loss_cfg.temperature
             if loss_cfg.log_q:
                 logits = logits - (self._log_freq(ids) + math.log(b)).unsqueeze(0)
             same = (ids.unsqueeze(1) == ids.unsqueeze(0)) & ~torch.eye(b, dtype=torch.bool, device=ids.device)
             parts.append(logits.masked_fill(same, -1e9))
         else:  # the target's own logit, then only sampled negatives
-            own = (u * v).sum(-1, keepdim=True) / loss_cfg.temperature
-            parts.append(torch.full((b, b), -1e9, device=u.device).diagonal_scatter(own.squeeze(1)))
+            own = ((u * v).sum(-1) + (0 if repeat is None else repeat.diagonal())) / loss_cfg.temperature
+            parts.append(torch.full((b, b), -1e9, device=u.device).diagonal_scatter(own))
         if sample and self.n_neg:
             nv, nids, logq = self._negatives(u.device)
-            logits = u @ nv.t() / loss_cfg.temperature
+            repeat = self.repeat_scores(batch, nids)
+            logits = (u @ nv.t() + (0 if repeat is None else repeat)) / loss_cfg.temperature
             if loss_cfg.log_q:
                 logits = logits - logq.unsqueeze(0)
             parts.append(logits.masked_fill(nids.unsqueeze(0) == ids.unsqueeze(1), -1e9))
@@ -215,6 +242,9 @@ class RetrievalModel(Model):
         v = out["item"]
         scores = self.score_matrix(out["user"], v)
         ids = batch[self.mcfg.item_id]
+        repeat = self.repeat_scores(batch, ids)
+        if repeat is not None:
+            scores = scores + repeat
         own = scores.diagonal().unsqueeze(1)
         same = ids.unsqueeze(1) == ids.unsqueeze(0)
         rank = ((scores > own) & ~same).sum(1)
@@ -226,7 +256,9 @@ class RetrievalModel(Model):
                 "inbatch_mrr": float(np.mean(1.0 / (rank + 1)))}
 
     def export_parts(self) -> list[ExportPart]:
-        return [ExportPart("user_tower", UserTower(self), self.user_columns, self.user_output()),
+        repeat = None if self.repeat is None else {"repeat": {
+            "column": self.repeat_column, "bonus": [0.0, *self.repeat_bonus.detach().cpu().tolist()]}}
+        return [ExportPart("user_tower", UserTower(self), self.user_columns, self.user_output(), meta=repeat),
                 ExportPart("item_tower", ItemTower(self), self.item_columns,
                            f"item vectors [B, {self.mcfg.output_dim}]")]
 
