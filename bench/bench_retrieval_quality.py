@@ -82,11 +82,20 @@ def config(seq: Path, model_dir: Path, model: str, n_items: int, epochs: int) ->
             "train": {"model_dir": str(model_dir), "epochs": epochs, "log_every": 200, "seed": 7}}
 
 
-def apply_overrides(cfg: dict, overrides: dict[str, Any]) -> dict:
+def apply_overrides(cfg: dict, overrides: dict[str, Any], n_users: int = 0) -> dict:
     """``{"model.loss.temperature": 0.1, "embedding_dim": 128, "train.epochs": 10}`` on a config;
-    ``embedding_dim`` sets every feature's (and the towers' output) dimension."""
+    ``embedding_dim`` sets every feature's (and the towers' output) dimension; ``user_embedding:
+    true`` adds a ``user_id`` embedding (ids below ``n_users``) to the user tower (given splits:
+    test users are training users)."""
     cfg = copy.deepcopy(cfg)
+    if overrides.get("user_embedding"):
+        dim = cfg["features"][0]["embedding_dim"]
+        cfg["features"].append({"name": "user", "kind": "id", "input": "user_id", "num_buckets": n_users,
+                                "embedding_dim": dim})
+        cfg["feature_groups"]["user"].append("user")
     for key, value in overrides.items():
+        if key == "user_embedding":
+            continue
         if key == "embedding_dim":
             for f in cfg["features"]:
                 f["embedding_dim"] = value
@@ -200,10 +209,18 @@ def run_model(cfg: dict, seq: Path, work: Path, tag: str, k: tuple[int, ...]) ->
     return {"train_seconds": round(train_s, 1), **evaluate(Path(r), seq, work / f"eval_{tag}", k)}
 
 
-def _n_items(seq: Path) -> int:
+def _largest(table: Path, column: str) -> int:
     import pyarrow.dataset as pads
 
-    return int(pads.dataset(seq / "items").to_table(columns=["item_id"])["item_id"].to_numpy().max())
+    return int(pads.dataset(table).to_table(columns=[column])[column].to_numpy().max())
+
+
+def _n_items(seq: Path) -> int:
+    return _largest(seq / "items", "item_id")
+
+
+def _n_users(seq: Path) -> int:
+    return max(_largest(seq / "train", "user_id"), _largest(seq / "test" / "inputs", "user_id")) + 1
 
 
 def run_dataset(name: str, src: Path, epochs: int, models: list[str], baselines: bool,
@@ -212,7 +229,7 @@ def run_dataset(name: str, src: Path, epochs: int, models: list[str], baselines:
     work = DATA / "quality" / name
     shutil.rmtree(work, ignore_errors=True)
     seq = build_split(name, spec, src, work, "test")
-    n_items = _n_items(seq)  # ids are dense and shared by both splits: one vocabulary size
+    n_items, n_users = _n_items(seq), _n_users(seq)  # ids are dense and shared by both splits: one vocabulary
     key = f"recall@{spec['k'][0]}"
     rows = run_baselines(spec, seq, work) if baselines else []
     for row in rows:
@@ -220,22 +237,22 @@ def run_dataset(name: str, src: Path, epochs: int, models: list[str], baselines:
     validation: list[dict] = []
     if grid:
         valid_seq = build_split(name, spec, src, work, "valid")
-        n_items = max(n_items, _n_items(valid_seq))
+        n_items, n_users = max(n_items, _n_items(valid_seq)), max(n_users, _n_users(valid_seq))
     for model in models:
         base = config(seq, work / model, model, n_items, epochs)
         chosen: dict[str, Any] = {}
         if grid:
             scores = {}
             for label, overrides in grid.items():
-                result = run_model(apply_overrides(base, overrides), valid_seq, work, f"valid_{model}_{label}",
+                result = run_model(apply_overrides(base, overrides, n_users), valid_seq, work, f"valid_{model}_{label}",
                                    spec["k"])
                 scores[label] = result[key]
                 validation.append({"method": model, "config": label, **overrides, **result})
                 log(f"{name} validation: {validation[-1]}")
             best = max(scores, key=scores.get)
             chosen = {"config": best, **grid[best]}
-        result = run_model(apply_overrides(base, {k: v for k, v in chosen.items() if k != "config"}), seq, work,
-                           model, spec["k"])
+        final = apply_overrides(base, {k: v for k, v in chosen.items() if k != "config"}, n_users)
+        result = run_model(final, seq, work, model, spec["k"])
         rows.append({"method": model, "epochs": epochs, **chosen, **result})
         log(f"{name}: {rows[-1]}")
     return {"exclusion": spec["exclusion"], "targets": spec["targets"], "items": n_items, "peers": PEERS[name],
