@@ -142,6 +142,8 @@ def test_retrieve_adds_the_bonus_exactly(copy_model, tmp_path, cli):
     common = ["--model", tmp / "ex", "--users", tmp / "users", "--topk", "10"]
     cli("retrieve", "--method", "brute", "--items", tmp / "emb", *common, "-o", tmp_path / "b")
     items, scores = _recalls(tmp_path / "b")
+    applied = json.loads((tmp_path / "b" / "_meta.json").read_text())["repeat_bonus"]
+    assert applied["column"] == "hist_item_ids" and len(applied["bonus"]) == 4
     # the reference: the exported user tower's vectors, every item's u·v, the bonus by count
     from rectool.train.inputs import to_tensors
     from rectool.train.predict import load_program

@@ -241,7 +241,8 @@ def retrieve(method: Method, model: Path, users: str, output: str | os.PathLike[
         write_meta(tmp, kind="recalls", inputs=[str(users), str(model)] + [p for p in (index, items, tree) if p],
                    rows=writer.rows, method=method, topk=topk, exclude=column or "none",
                    mean_scored_per_user=scored / max(writer.rows, 1), catalogue=catalogue,
-                   search_seconds=round(time.perf_counter() - sw.start, 3))
+                   search_seconds=round(time.perf_counter() - sw.start, 3),
+                   repeat_bonus=None if repeat is None else {"column": repeat.column, "bonus": repeat.bonus.tolist()})
     return {"output": os.fspath(output), "method": method, "users": writer.rows, "topk": topk,
             "mean_items_scored": round(scored / max(writer.rows, 1), 1),
             "share_of_catalogue_scored": round(scored / max(writer.rows, 1) / catalogue, 5) if catalogue else "-",
