@@ -185,6 +185,11 @@ def test_retrieve_adds_the_bonus_exactly(copy_model, tmp_path, cli):
         np.testing.assert_allclose(scores[u], [s for _, s in expected], atol=1e-4)
         boosted += len(set(items[u]) & set(rows[u]))
     assert boosted > 30, "history items reach the top 10"
+    # --repeat-bonus replaces the learned bonus: 0 turns repeats off (the plain u·v top 10)
+    cli("retrieve", "--method", "brute", "--items", tmp / "emb", *common, "--repeat-bonus", "0", "-o", tmp_path / "z")
+    plain = _dense_reference(q, vecs, ids, rows, [[0] * len(r) for r in rows], [0.0],
+                             users.column("seen_item_ids").to_pylist(), 10)
+    assert [set(x) for x in _recalls(tmp_path / "z")[0]] == [{i for i, _ in p} for p in plain]
     # HNSW (ip index, wide ef) finds the same lists; an l2 index is refused in one line
     cli("hnsw", "build", "--input", tmp / "emb", "--output", tmp_path / "ip", "--space", "ip")
     cli("retrieve", "--method", "hnsw", "--index", tmp_path / "ip", "--ef", "300", *common, "-o", tmp_path / "h")

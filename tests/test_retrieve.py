@@ -168,3 +168,21 @@ def test_pair_scorer_packs_pairs_for_matrix_and_one_per_row_programs():
     excluded = rv.PairScorer(Matrix(), users, "item", exclude=Ragged.from_lists([[], [9], [5, 14]]))
     got = excluded(user_index, items)
     assert np.isneginf(got[[0, 4, 9]]).all() and np.isfinite(np.delete(got, [0, 4, 9])).all()
+
+
+def test_repeat_bonus_on_any_tower_export(seqs, towers, tmp_path, cli):
+    """``--repeat-bonus``: a large bonus puts each user's unexcluded history items first."""
+    common = ["--model", towers / "ex", "--users", seqs / "users", "--topk", "10", "--items", towers / "emb"]
+    cli("retrieve", "--method", "brute", *common, "--repeat-bonus", "10", "--repeat-column", "hist_item_ids",
+        "-o", tmp_path / "r")
+    _, items, _, _ = _recalls(tmp_path / "r")
+    users = pads.dataset(seqs / "users").to_table().sort_by("user_id")
+    for got, hist, seen in zip(items, users.column("hist_item_ids").to_pylist(),
+                               users.column("seen_item_ids").to_pylist(), strict=True):
+        fresh = set(hist) - set(seen)
+        assert set(got[:len(fresh)]) == fresh and not set(got) & set(seen)
+    res = cli("retrieve", "--method", "brute", *common, "--repeat-bonus", "1", "-o", tmp_path / "x", expect=2)
+    assert "--repeat-column" in res.stderr and not (tmp_path / "x").exists()
+    res = cli("retrieve", "--method", "brute", *common, "--repeat-bonus", "1", "--repeat-column", "user_id",
+              "-o", tmp_path / "x", expect=2)
+    assert "not a list column the user tower reads (hist_item_ids, hist_category_ids)" in res.stderr

@@ -111,6 +111,11 @@ def retrieve(
                                                                                 "out [seen_item_ids].")] = None,
     reserved_columns: Annotated[list[str] | None, typer.Option("--reserved-columns", help="User columns copied to "
                                                                                          "the output.")] = None,
+    repeat_bonus: Annotated[float | None, typer.Option("--repeat-bonus", help="Towers: add this to the score of "
+                                                       "each item in the user's history (replaces a model.repeat "
+                                                       "model's learned bonus; 0: off).")] = None,
+    repeat_column: Annotated[str | None, typer.Option("--repeat-column", help="The history list column for "
+                                                      "--repeat-bonus [the model's repeat history].")] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Users per search batch.")] = 256,
     threads: Annotated[int, typer.Option("--threads", help="hnsw search threads [all cores].")] = 0,
     overwrite: OverwriteOpt = False,
@@ -124,6 +129,7 @@ def retrieve(
     result = run_retrieve(method, model, users, output, topk=topk, index=index, items=items, tree=tree,  # type: ignore
                           ef=ef, rounds=rounds, expand=expand, beam=beam, exclude_seen=exclude_seen,
                           exclude_column=exclude_column, reserved_columns=reserved, batch_size=batch_size,
-                          threads=threads, overwrite=overwrite)
+                          threads=threads, overwrite=overwrite, repeat_bonus=repeat_bonus,
+                          repeat_column=repeat_column)
     console.summary(f"retrieve {method}", result)
     console.emit_path(output)

@@ -8,6 +8,10 @@ union of (a) the plain top-K of every other item (a search with the history excl
 (b) the history items themselves, scored with their bonus. ``search_with_repeat`` builds it
 around any plain search (exact or HNSW), so the result is exact whenever (a) is.
 
+``retrieve --repeat-bonus B`` replaces the learned bonus with B for every history item (or
+adds one to any tower export, with ``--repeat-column``): a knob to tune on validation data,
+or to switch repeats off (0).
+
 Inputs: the export's ``parts.user_tower.repeat`` ({column, bonus}, written by ``export``),
 the user-tower tensors of a batch of users (padded ids + lengths), the user vectors, and
 a lookup of item vectors (embedding-table rows, or the vectors stored in the index).
@@ -45,6 +49,26 @@ class RepeatBonus:
         if spec is None:
             return None
         return cls(spec["column"], np.asarray(spec["bonus"], dtype=np.float32))
+
+    @classmethod
+    def resolve(cls, part: dict, bonus: float | None, column: str | None,
+                list_columns: list[str]) -> RepeatBonus | None:
+        """The export's learned bonus, or ``retrieve --repeat-bonus B [--repeat-column C]``: B for
+        every history item, whatever its count (any tower export; C must be a list column the
+        user tower reads, default the export's repeat column)."""
+        learned = cls.from_part(part)
+        if bonus is None and column is None:
+            return learned
+        if bonus is None:
+            raise UserError("--repeat-column needs --repeat-bonus (the score added to the history items)")
+        column = column or (learned.column if learned else None)
+        if column is None:
+            raise UserError("--repeat-bonus: this export has no repeat term; name the history with --repeat-column "
+                            "(a list column the user tower reads, e.g. hist_item_ids)")
+        if column not in list_columns:
+            raise UserError(f"--repeat-column {column}: not a list column the user tower reads "
+                            f"({', '.join(list_columns) or 'it reads none'})")
+        return cls(column, np.array([0.0, bonus], dtype=np.float32))
 
     def history(self, x: dict[str, torch.Tensor]) -> tuple[Ragged, np.ndarray]:
         """Each user's distinct history items (sorted) and the bonus each one earns."""

@@ -17,7 +17,8 @@ Methods (``--method``):
 
 A two-tower trained with ``model.repeat`` adds its learned bonus to the items of each
 user's history (``rectool.retrieval.repeat``: exact with ``brute``, and with ``hnsw`` on an
-ip or cosine index).
+ip or cosine index); ``--repeat-bonus B`` sets that bonus (or adds one to any tower export,
+``--repeat-column`` naming the history).
 
 Inputs: ``--users``, a table with ``user_id`` and the columns the program reads (the
 ``test/inputs`` of a next-item dataset). With ``--exclude-seen`` (default) the items of
@@ -183,7 +184,8 @@ def retrieve(method: Method, model: Path, users: str, output: str | os.PathLike[
              index: str | None = None, items: str | None = None, tree: str | None = None, ef: str | None = None,
              rounds: str | None = None, expand: int | None = None, beam: int | None = None, exclude_seen: bool = True,
              exclude_column: str | None = None, reserved_columns: list[str] | None = None, batch_size: int = 256,
-             threads: int = 0, overwrite: bool = False) -> dict[str, Any]:
+             threads: int = 0, overwrite: bool = False, repeat_bonus: float | None = None,
+             repeat_column: str | None = None) -> dict[str, Any]:
     if method not in ("hnsw", "brute", "tdm", "nann"):
         raise UserError(f"--method {method}: choose hnsw, brute, tdm or nann")
     if topk < 1:
@@ -214,7 +216,10 @@ def retrieve(method: Method, model: Path, users: str, output: str | os.PathLike[
                     hint="give the test inputs of a next-item dataset")
     if expand is not None and expand < 1:
         raise UserError("--expand must be at least 1 (or left out: expand every node not expanded yet)")
-    repeat = RepeatBonus.from_part(parts["user_tower"]) if towers else None
+    if not towers and (repeat_bonus is not None or repeat_column is not None):
+        raise UserError("--repeat-bonus applies to tower exports (two_tower); this export is a pair scorer")
+    repeat = RepeatBonus.resolve(parts["user_tower"], repeat_bonus, repeat_column,
+                                 [c.name for c in user_spec.columns if c.kind.endswith("_list")]) if towers else None
     engine = _Engine(method, towers, program, candidate, topk, index, items, tree, ef, rounds, expand, beam, threads,
                      matrix, repeat)
     total = ds.count_rows()
@@ -316,8 +321,12 @@ class _Engine:
             with torch.inference_mode():
                 vectors = self.program(x).float().numpy()
             interests = [vectors] if vectors.ndim == 2 else [vectors[:, i] for i in range(vectors.shape[1])]
-            if self.repeat is not None:  # two-tower only (one vector per user)
+            if self.repeat is not None:
                 from rectool.retrieval.repeat import scored_queries, search_with_repeat
+
+                if vectors.ndim != 2:
+                    raise UserError("--repeat-bonus needs one vector per user (two_tower); this export has several "
+                                    "interests per user")
 
                 history, bonus = self.repeat.history(x)
                 space = self.index.space if self.method == "hnsw" else "ip"
