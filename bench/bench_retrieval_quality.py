@@ -22,7 +22,10 @@ Configurations are chosen on a **validation split carved out of train**, never o
 (``--grid``): per user, the last 20% of a time-ordered line (movielens), a seeded random
 20% of an item set (amazon-cds; users with >= 5 items), or the provided ``valid.txt`` buy
 removed from the buys (taobao). The best configuration by validation recall at the first K
-is then trained on the whole train split and evaluated on test.
+is then trained on the whole train split and evaluated on test. A grid entry's keys are config
+paths (``model.loss.temperature``), ``embedding_dim``, ``user_embedding`` or ``retrieve.OPTION``
+(a ``retrieve`` flag; a list of values is tried on one trained model, e.g.
+``"retrieve.repeat_bonus": [0.25, 0.5, 1]``).
 
     python bench/bench_retrieval_quality.py [--datasets movielens-100k,amazon-cds,taobao-multibehavior]
         [--epochs 20] [--models two_tower,mind] [--no-baselines] [--grid NAME=JSON ...]
@@ -94,7 +97,7 @@ def apply_overrides(cfg: dict, overrides: dict[str, Any], n_users: int = 0) -> d
                                 "embedding_dim": dim})
         cfg["feature_groups"]["user"].append("user")
     for key, value in overrides.items():
-        if key == "user_embedding":
+        if key == "user_embedding" or key.startswith("retrieve."):
             continue
         if key == "embedding_dim":
             for f in cfg["features"]:
@@ -193,7 +196,20 @@ def run_baselines(spec: dict, seq: Path, work: Path) -> list[dict]:
     return rows
 
 
-def run_model(cfg: dict, seq: Path, work: Path, tag: str, k: tuple[int, ...]) -> dict:
+def retrieve_variants(overrides: dict[str, Any]) -> list[dict[str, Any]]:
+    """``{"retrieve.repeat_bonus": [0.5, 1]}`` -> ``[{"repeat_bonus": 0.5}, {"repeat_bonus": 1}]``: retrieve
+    options tried on one trained model (no retraining per value)."""
+    variants: list[dict[str, Any]] = [{}]
+    for key, value in overrides.items():
+        if key.startswith("retrieve."):
+            name = key.split(".", 1)[1]
+            variants = [{**v, name: x} for v in variants for x in (value if isinstance(value, list) else [value])]
+    return variants
+
+
+def run_model(cfg: dict, seq: Path, work: Path, tag: str, k: tuple[int, ...],
+              variants: list[dict[str, Any]] | None = None) -> list[dict]:
+    """Train, export, embed, then retrieve and evaluate once per retrieve-option variant."""
     cfg = copy.deepcopy(cfg)
     cfg["data"]["train_input"] = str(seq / "train")
     cfg["train"]["model_dir"] = str(work / tag)
@@ -204,9 +220,15 @@ def run_model(cfg: dict, seq: Path, work: Path, tag: str, k: tuple[int, ...]) ->
     train_s = time.perf_counter() - start
     ex = rt("export", "--model-dir", m, "--export-dir", work / f"{tag}_export")
     emb = rt("embed", "--model", ex, "--items", seq / "items", "-o", work / f"{tag}_emb")
-    r = rt("retrieve", "--method", "brute", "--model", ex, "--items", emb, "--users", seq / "test" / "inputs",
-           "--topk", max(k), "-o", work / f"recalls_{tag}")
-    return {"train_seconds": round(train_s, 1), **evaluate(Path(r), seq, work / f"eval_{tag}", k)}
+    results = []
+    for i, options in enumerate(variants or [{}]):
+        flags = [x for name, value in options.items() if value is not None  # None: the flag left out
+                 for x in (f"--{name.replace('_', '-')}", value)]
+        r = rt("retrieve", "--method", "brute", "--model", ex, "--items", emb, "--users", seq / "test" / "inputs",
+               "--topk", max(k), *flags, "--overwrite", "-o", work / f"recalls_{tag}_{i}")
+        results.append({"train_seconds": round(train_s, 1), **{f"retrieve.{n}": v for n, v in options.items()},
+                        **evaluate(Path(r), seq, work / f"eval_{tag}_{i}", k)})
+    return results
 
 
 def _largest(table: Path, column: str) -> int:
@@ -244,15 +266,17 @@ def run_dataset(name: str, src: Path, epochs: int, models: list[str], baselines:
         if grid:
             scores = {}
             for label, overrides in grid.items():
-                result = run_model(apply_overrides(base, overrides, n_users), valid_seq, work, f"valid_{model}_{label}",
-                                   spec["k"])
-                scores[label] = result[key]
-                validation.append({"method": model, "config": label, **overrides, **result})
-                log(f"{name} validation: {validation[-1]}")
-            best = max(scores, key=scores.get)
-            chosen = {"config": best, **grid[best]}
+                results = run_model(apply_overrides(base, overrides, n_users), valid_seq, work,
+                                    f"valid_{model}_{label}", spec["k"], retrieve_variants(overrides))
+                for result in results:
+                    options = {k: v for k, v in result.items() if k.startswith("retrieve.")}
+                    scores[(label, json.dumps(options))] = result[key]
+                    validation.append({"method": model, "config": label, **overrides, **result})
+                    log(f"{name} validation: {validation[-1]}")
+            best, options = max(scores, key=scores.get)
+            chosen = {"config": best, **grid[best], **json.loads(options)}
         final = apply_overrides(base, {k: v for k, v in chosen.items() if k != "config"}, n_users)
-        result = run_model(final, seq, work, model, spec["k"])
+        result = run_model(final, seq, work, model, spec["k"], retrieve_variants(chosen))[0]
         rows.append({"method": model, "epochs": epochs, **chosen, **result})
         log(f"{name}: {rows[-1]}")
     return {"exclusion": spec["exclusion"], "targets": spec["targets"], "items": n_items, "peers": PEERS[name],

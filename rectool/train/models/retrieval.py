@@ -210,10 +210,14 @@ class RetrievalModel(Model):
         return mapping
 
     def _history_counts(self, batch: dict[str, torch.Tensor], candidates: torch.Tensor) -> torch.Tensor:
-        """[B, N]: how often each candidate id occurs in row b's history."""
+        """[B, N]: how often each candidate id occurs in row b's history (binary search in the sorted
+        rows: B·N·log L work instead of a [B, L, N] comparison)."""
         hist = batch[self.repeat_column]
         valid = torch.arange(hist.shape[1], device=hist.device) < batch[self.repeat_column + LEN_SUFFIX].unsqueeze(1)
-        return ((hist.unsqueeze(2) == candidates.view(1, 1, -1)) & valid.unsqueeze(2)).sum(1)
+        rows = hist.masked_fill(~valid, torch.iinfo(hist.dtype).max).sort(dim=1).values  # padding sorts last
+        cand = candidates.view(1, -1).expand(hist.shape[0], -1).contiguous()
+        counts = torch.searchsorted(rows, cand, right=True) - torch.searchsorted(rows, cand)
+        return counts.masked_fill(cand == torch.iinfo(hist.dtype).max, 0)
 
     def _bonus(self, counts: torch.Tensor) -> torch.Tensor:
         bonus = torch.cat([self.repeat_bonus.new_zeros(1), self.repeat_bonus])
