@@ -76,49 +76,30 @@ def _copy_task(tmp_path):
     return write_toy_sequences(tmp_path / "copy", users=300, repeat=0.7, seed=1)
 
 
-ITEM_COLUMNS = {"item_id": "hist_item_ids", "category_id": "hist_category_ids"}
-
-
-def test_repeat_logits_by_hand(tmp_path):
-    """Bonus by count (capped), history items as exact negatives (no log-Q, first occurrence only,
-    never the target), and batch items found in the history masked so none counts twice."""
+def test_repeat_bonus_in_the_logits(tmp_path):
     from rectool.train.models import build_model
     from rectool.train.schema import build_input_spec
 
     data = _copy_task(tmp_path)
-    cfg = Config.model_validate(retrieval_config(data, tmp_path / "m", repeat={
-        "history": "hist", "max_count": 2, "item_columns": ITEM_COLUMNS}))
+    cfg = Config.model_validate(retrieval_config(data, tmp_path / "m", repeat={"history": "hist", "max_count": 2}))
     spec = build_input_spec(cfg, pads.dataset(cfg.data.train_input).schema, cfg.data.train_input)
     model = build_model(cfg, spec, extras={"freq_ids": np.array([5, 7, 9]), "freq_counts": np.array([1, 2, 1])})
     with torch.no_grad():
         model.repeat_bonus.copy_(torch.tensor([0.5, 2.0]))
-    torch.manual_seed(0)
-    u, v = torch.randn(2, 16), torch.randn(2, 16)
+    u = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    v = torch.tensor([[1.0, 0.0], [0.0, 2.0]])
     batch = {"item_id": torch.tensor([5, 7]), "hist_item_ids": torch.tensor([[7, 7, 7, 0], [5, 9, 9, 0]]),
-             "hist_item_ids__len": torch.tensor([3, 1]),  # row 1's 9s are padding beyond its length
-             "hist_category_ids": torch.tensor([[2, 2, 2, 0], [1, 3, 3, 0]]),
-             "hist_category_ids__len": torch.tensor([3, 1])}
+             "hist_item_ids__len": torch.tensor([3, 1])}  # row 1's second 9 is padding beyond its length
     logits = model.logits({"user": u, "item": v}, batch)
-    assert logits.shape == (2, 2 + 4)
-    with torch.no_grad():
-        hv = model.item_vectors(model.engine.prepare({"item_id": torch.tensor([7, 5]),
-                                                      "category_id": torch.tensor([2, 1])}, groups=("item",)))
-    tau, logp = 0.1, [math.log(1 / 4), math.log(2 / 4)]
-    expected = torch.full((2, 6), -1e9)
-    expected[0, 0] = u[0] @ v[0] / tau - logp[0] - math.log(2)  # item 7 of row 0's batch is in its history:
-    expected[1, 1] = u[1] @ v[1] / tau - logp[1] - math.log(2)  # masked there, scored in the history part
-    expected[0, 2] = (u[0] @ hv[0] + 2.0) / tau                  # 7 three times: the bonus of 2 (max_count)
-    expected[1, 2] = (u[1] @ hv[1] + 0.5) / tau                  # 5 once
-    assert torch.allclose(logits, expected, atol=1e-4)
-    # the bonus alone, by count: the scores retrieve adds
+    bonus = torch.tensor([[0.0, 2.0], [0.5, 0.0]])  # row 0 holds 7 three times (capped at 2), row 1 holds 5 once
+    logp = torch.tensor([math.log(1 / 4), math.log(2 / 4)])
+    expected = (u @ v.t() + bonus) / 0.1 - logp.unsqueeze(0) - math.log(2)
+    assert torch.allclose(logits, expected, atol=1e-5)
     assert model.repeat_scores(batch, torch.tensor([7, 5, 9])).tolist() == [[2.0, 0.0, 0.0], [0.0, 0.5, 0.0]]
-
-    from rectool.errors import UserError
-
-    with pytest.raises(UserError, match="holds the history items' category_id"):
-        build_model(Config.model_validate(retrieval_config(data, tmp_path / "m", repeat={"history": "hist"})), spec)
     bad = retrieval_config(data, tmp_path / "m", repeat={"history": "hist_cat"})
     bad["feature_groups"]["user"] = ["hist"]
+    from rectool.errors import UserError
+
     with pytest.raises(UserError, match="model.repeat.history 'hist_cat'"):
         build_model(Config.model_validate(bad), spec)
     with pytest.raises(ValueError, match="max_cnt"):
@@ -129,7 +110,8 @@ def test_repeat_logits_by_hand(tmp_path):
 def copy_model(tmp_path_factory, cli_module):
     tmp = tmp_path_factory.mktemp("copy")
     data = _copy_task(tmp)
-    cfg = retrieval_config(data, tmp / "m", repeat={"history": "hist", "item_columns": ITEM_COLUMNS})
+    cfg = retrieval_config(data, tmp / "m", repeat={"history": "hist"})
+    cfg["optimizer"]["dense"]["lr"] = 0.02
     summary = train(Config.model_validate(cfg))
     cli_module("export", "--model-dir", tmp / "m", "--export-dir", tmp / "ex")
     cli_module("embed", "--model", tmp / "ex", "--items", data / "items", "--output", tmp / "emb")

@@ -253,10 +253,6 @@ class RepeatConfig(Strict):
 
     history: str = Field(description="user-group sequence feature (raw item ids, compared with model.item_id)")
     max_count: int = Field(default=3, ge=1, le=64, description="occurrences in the history beyond this share a bonus")
-    item_columns: dict[str, str] | None = Field(
-        default=None, description="item-tower input column -> the list column holding it for the history items "
-                                  "(default {model.item_id: the history's column}); training scores the user's "
-                                  "history items as negatives, so every item-tower column needs one")
 
 
 class TwoTowerConfig(_RetrievalBase):

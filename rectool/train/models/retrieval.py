@@ -13,12 +13,10 @@ With ``model.repeat`` (two-tower), a candidate found c times in the user's histo
 gets ``bonus[min(c, max_count)] / τ`` on top of u·v/τ (learned, ``bonus[0] = 0``): the
 repeat mode of RepeatNet (Ren et al., AAAI 2019) as one term, which a single user vector
 cannot express (it ranks a handful of specific items, e.g. the user's cart, above the rest).
-The row's distinct history items (its target aside) then also join the softmax as exact
-negatives (sampled with probability 1: no log-Q term), and in-batch or sampled negatives
-found in the history are masked so none counts twice. Without them the bonus is barely
-learnt: random negatives are almost never history items, so nothing tells the model how a
-history item compares with the target. ``retrieve`` adds the same bonus to the history
-items' scores (``rectool.retrieval.repeat``).
+``retrieve`` adds the same bonus to the history items' scores (``rectool.retrieval.repeat``).
+The bonus is fit on the training rows: where the towers memorise their training targets (many
+epochs over a small log) it stays small, and ``retrieve --repeat-bonus`` tuned on validation
+data is the better choice (on Taobao: learnt ~0, tuned 1.0; BENCHMARKS.md).
 
 ``gather_extras`` reads, once before training, the target items' frequencies and,
 for sampled negatives, the item catalogue with the item tower's columns; both are
@@ -117,8 +115,6 @@ class RetrievalModel(Model):
         self.item_tower = Tower(self.engine.flat_width(m.item_group), m.item_tower, m.output_dim)
         self.user_columns = self.engine.columns((m.user_group,))
         self.item_columns = self.engine.columns((m.item_group,))
-        if self.repeat is not None:
-            self.repeat_items = self._repeat_item_columns(spec)
         extras = extras or {}
         self.register_buffer("freq_ids", torch.from_numpy(extras.get("freq_ids", np.zeros(1, np.int64))))
         counts = extras.get("freq_counts", np.ones(1, np.int64)).astype(np.float64)
@@ -190,25 +186,6 @@ class RetrievalModel(Model):
 
     # -- the repeat term ---------------------------------------------------------------------
 
-    def _repeat_item_columns(self, spec: InputSpec) -> dict[str, str]:
-        """Item-tower column -> history list column, checked against what the model reads."""
-        mapping = dict(self.repeat.item_columns or {self.mcfg.item_id: self.repeat_column})
-        missing = [c for c in self.item_columns if c not in mapping]
-        if missing:
-            raise UserError(f"model.repeat.item_columns: give the list column that holds the history items' "
-                            f"{', '.join(missing)} (e.g. {{{missing[0]}: hist_{missing[0]}s}}): training scores "
-                            "the user's history items with the item tower")
-        width = spec.column(self.repeat_column).width
-        for item_col, hist_col in mapping.items():
-            if item_col not in self.item_columns:
-                raise UserError(f"model.repeat.item_columns: {item_col} is not an input of the item tower "
-                                f"({', '.join(self.item_columns)})")
-            if hist_col not in spec.names or not spec.column(hist_col).kind.endswith("_list") \
-                    or spec.column(hist_col).width != width:
-                raise UserError(f"model.repeat.item_columns {item_col}: {hist_col} must be a list column that a "
-                                f"user feature reads, kept as long as {self.repeat_column} (max_len {width})")
-        return mapping
-
     def _history_counts(self, batch: dict[str, torch.Tensor], candidates: torch.Tensor) -> torch.Tensor:
         """[B, N]: how often each candidate id occurs in row b's history (binary search in the sorted
         rows: B·N·log L work instead of a [B, L, N] comparison)."""
@@ -227,19 +204,6 @@ class RetrievalModel(Model):
         """[B, N] bonus of each candidate id by its count in row b's history (None without ``model.repeat``)."""
         return None if self.repeat is None else self._bonus(self._history_counts(batch, candidates))
 
-    def _history_logits(self, u: torch.Tensor, batch: dict[str, torch.Tensor], ids: torch.Tensor) -> torch.Tensor:
-        """[B, L] logits of each row's distinct history items other than its target (-1e9 elsewhere)."""
-        hist = batch[self.repeat_column]
-        width = hist.shape[1]
-        valid = torch.arange(width, device=hist.device) < batch[self.repeat_column + LEN_SUFFIX].unsqueeze(1)
-        same = (hist.unsqueeze(2) == hist.unsqueeze(1)) & valid.unsqueeze(1)       # [B, L, L]
-        earlier = torch.ones(width, width, dtype=torch.bool, device=hist.device).tril(-1)
-        keep = valid & ~(same & earlier).any(2) & (hist != ids.unsqueeze(1))      # first occurrence, not the target
-        cols = {c: batch[h].reshape(-1) for c, h in self.repeat_items.items()}
-        vectors = self.item_vectors(self.engine.prepare(cols, groups=(self.mcfg.item_group,)))
-        scores = torch.einsum("bd,bld->bl", u, vectors.view(hist.shape[0], width, -1)) + self._bonus(same.sum(2))
-        return (scores / self.mcfg.loss.temperature).masked_fill(~keep, -1e9)
-
     def pair_user(self, user: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """The user vector that meets these items [B, D] (multi-interest models pick per item)."""
         return user
@@ -253,30 +217,23 @@ class RetrievalModel(Model):
         ids = batch[self.mcfg.item_id]
         b = u.shape[0]
         parts = []
-        off_diagonal = ~torch.eye(b, dtype=torch.bool, device=ids.device)
-        counts = None if self.repeat is None else self._history_counts(batch, ids)
-        bonus = 0 if counts is None else self._bonus(counts)
+        repeat = self.repeat_scores(batch, ids)
         if loss_cfg.in_batch or not sample:
-            logits = (u @ v.t() + bonus) / loss_cfg.temperature
+            logits = (u @ v.t() + (0 if repeat is None else repeat)) / loss_cfg.temperature
             if loss_cfg.log_q:
                 logits = logits - (self._log_freq(ids) + math.log(b)).unsqueeze(0)
-            masked = (ids.unsqueeze(1) == ids.unsqueeze(0)) & off_diagonal
-            if counts is not None and sample:  # history items are scored exactly below
-                masked |= (counts > 0) & off_diagonal
-            parts.append(logits.masked_fill(masked, -1e9))
+            same = (ids.unsqueeze(1) == ids.unsqueeze(0)) & ~torch.eye(b, dtype=torch.bool, device=ids.device)
+            parts.append(logits.masked_fill(same, -1e9))
         else:  # the target's own logit, then only sampled negatives
-            own = ((u * v).sum(-1) + (0 if counts is None else bonus.diagonal())) / loss_cfg.temperature
+            own = ((u * v).sum(-1) + (0 if repeat is None else repeat.diagonal())) / loss_cfg.temperature
             parts.append(torch.full((b, b), -1e9, device=u.device).diagonal_scatter(own))
         if sample and self.n_neg:
             nv, nids, logq = self._negatives(u.device)
-            n_counts = None if self.repeat is None else self._history_counts(batch, nids)
-            logits = (u @ nv.t() + (0 if n_counts is None else self._bonus(n_counts))) / loss_cfg.temperature
+            repeat = self.repeat_scores(batch, nids)
+            logits = (u @ nv.t() + (0 if repeat is None else repeat)) / loss_cfg.temperature
             if loss_cfg.log_q:
                 logits = logits - logq.unsqueeze(0)
-            masked = nids.unsqueeze(0) == ids.unsqueeze(1)
-            parts.append(logits.masked_fill(masked if n_counts is None else masked | (n_counts > 0), -1e9))
-        if sample and self.repeat is not None:
-            parts.append(self._history_logits(u, batch, ids))
+            parts.append(logits.masked_fill(nids.unsqueeze(0) == ids.unsqueeze(1), -1e9))
         return torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
 
     def loss(self, out: dict[str, torch.Tensor], batch: dict[str, torch.Tensor]) -> torch.Tensor:
