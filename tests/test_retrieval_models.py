@@ -204,3 +204,19 @@ def test_target_attention_equals_the_concatenated_activation_unit():
     h = torch.nn.functional.prelu(h.reshape(-1, 6), att.act.weight)
     expected = att.score(att.rest(h)).reshape(2, 3, 5) * mask.unsqueeze(1)
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_history_dropout_only_while_training(seqs, tmp_path):
+    cfg = retrieval_config(seqs, tmp_path / "m", history_dropout=0.5)
+    model = _model(cfg, {})
+    batch = {"hist_item_ids": torch.arange(1, 41).view(8, 5), "hist_item_ids__len": torch.full((8,), 5),
+             "hist_category_ids": torch.zeros(8, 5, dtype=torch.long), "hist_category_ids__len": torch.ones(8).long(),
+             "item_id": torch.arange(8), "category_id": torch.zeros(8, dtype=torch.long)}
+    model.eval()
+    with torch.no_grad():
+        a, b = model(batch)["user"], model(batch)["user"]
+        assert torch.equal(a, b), "no dropout at inference"
+        model.train()
+        torch.manual_seed(0)
+        c, d = model(batch)["user"], model(batch)["user"]
+    assert not torch.allclose(c, d) and not torch.allclose(a, c)

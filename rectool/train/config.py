@@ -261,6 +261,8 @@ class TwoTowerConfig(_RetrievalBase):
     type: Literal["two_tower"]
     history_pooling: Literal["mean", "attention"] = Field(
         default="attention", description="how user-group sequences with combiner none are pooled")
+    history_dropout: float = Field(default=0.0, ge=0.0, lt=1.0, description="training: drop each history item "
+                                   "of the pooled sequences with this probability (input dropout, as Mult-VAE)")
     repeat: RepeatConfig | None = Field(
         default=None, description="add a learned bonus to items already in the user's history (repeat "
                                   "consumption: re-buys, carted items); retrieve applies it to those items")

@@ -1,7 +1,8 @@
 """Two-tower retrieval: DSSM (Huang et al., CIKM 2013) / YouTube-DNN (Covington et al., RecSys 2016).
 
 User tower: MLP over the ``user`` group (user features, pooled histories; sequences
-with combiner ``none`` are pooled here, by mean or learned attention) -> D.
+with combiner ``none`` are pooled here, by mean or learned attention, after dropping each
+item with probability ``history_dropout`` while training) -> D.
 Item tower: MLP (or none, as in YouTube-DNN) over the ``item`` group -> D.
 Optionally L2-normalised; trained with sampled softmax (in-batch negatives, log-Q
 correction, extra uniform/popularity negatives: ``rectool.train.models.retrieval``).
@@ -35,6 +36,8 @@ class TwoTower(RetrievalModel):
         parts = [g.flat]
         for n in self.raw_sequences:
             emb, mask = g.sequences[n]
+            if self.training and self.mcfg.history_dropout > 0:  # each step sees a random subset of the history
+                mask = mask & (torch.rand(mask.shape, device=mask.device) >= self.mcfg.history_dropout)
             if n in self.pools:
                 parts.append(self.pools[n](emb, mask))
             else:
