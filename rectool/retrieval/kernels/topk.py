@@ -74,15 +74,18 @@ def topk_update(scores: np.ndarray, col_offset: int, heap_s: np.ndarray, heap_i:
 
 @njit(cache=True)
 def heap_sorted(heap_s: np.ndarray, heap_i: np.ndarray, heap_n: np.ndarray) -> None:
-    """Sort each row's heap in place, best first (score desc, then column asc)."""
+    """Sort each row's heap in place, best first (score desc, then column asc): heapsort, the
+    worst entry moved to the end each step. (It used two argsorts: loaded from numba's cache in
+    some processes, that version returned garbage indices; the heap is already half the work.)"""
     for r in range(heap_s.shape[0]):
-        n = heap_n[r]
-        order = np.argsort(heap_i[r, :n])
-        s = heap_s[r, :n][order]
-        i = heap_i[r, :n][order]
-        order = np.argsort(-s, kind="mergesort")
-        heap_s[r, :n] = s[order]
-        heap_i[r, :n] = i[order]
+        hs = heap_s[r]
+        hi = heap_i[r]
+        end = heap_n[r]
+        while end > 1:
+            end -= 1
+            hs[0], hs[end] = hs[end], hs[0]
+            hi[0], hi[end] = hi[end], hi[0]
+            _sift_down(hs, hi, end, 0)
 
 
 @njit(cache=True)
