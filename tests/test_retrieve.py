@@ -186,3 +186,6 @@ def test_repeat_bonus_on_any_tower_export(seqs, towers, tmp_path, cli):
     res = cli("retrieve", "--method", "brute", *common, "--repeat-bonus", "1", "--repeat-column", "user_id",
               "-o", tmp_path / "x", expect=2)
     assert "not a list column the user tower reads (hist_item_ids, hist_category_ids)" in res.stderr
+    res = cli("retrieve", "--method", "brute", *common, "--repeat-bonus", "nan", "--repeat-column", "hist_item_ids",
+              "-o", tmp_path / "x", expect=2)
+    assert "give a finite number" in res.stderr and not (tmp_path / "x").exists()

@@ -61,6 +61,8 @@ class RepeatBonus:
             return learned
         if bonus is None:
             raise UserError("--repeat-column needs --repeat-bonus (the score added to the history items)")
+        if not np.isfinite(bonus):
+            raise UserError(f"--repeat-bonus {bonus}: give a finite number (0 turns the bonus off)")
         column = column or (learned.column if learned else None)
         if column is None:
             raise UserError("--repeat-bonus: this export has no repeat term; name the history with --repeat-column "
