@@ -108,6 +108,10 @@ def test_tower_exports_and_embed(seqs, tmp_path, cli):
     x = {"hist_item_ids": torch.zeros(1, 5, dtype=torch.long), "hist_item_ids__len": torch.tensor([2]),
          "hist_category_ids": torch.zeros(1, 5, dtype=torch.long), "hist_category_ids__len": torch.tensor([2])}
     assert program(x).shape == (1, 3, 16)
+    res = cli("retrieve", "--method", "brute", "--model", tmp_path / "ex", "--items", tmp_path / "emb", "--users",
+              seqs / "train", "--repeat-bonus", "1", "--repeat-column", "hist_item_ids", "-o", tmp_path / "r",
+              expect=2)
+    assert "one vector per user" in res.stderr and not (tmp_path / "r").exists()
     import pyarrow as pa
     import pyarrow.parquet as pq
 

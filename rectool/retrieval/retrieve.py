@@ -220,6 +220,9 @@ def retrieve(method: Method, model: Path, users: str, output: str | os.PathLike[
         raise UserError("--repeat-bonus applies to tower exports (two_tower); this export is a pair scorer")
     repeat = RepeatBonus.resolve(parts["user_tower"], repeat_bonus, repeat_column,
                                  [c.name for c in user_spec.columns if c.kind.endswith("_list")]) if towers else None
+    if repeat is not None and parts["user_tower"].get("output", "").startswith("interest"):
+        raise UserError("--repeat-bonus needs one vector per user (two_tower); this export has several interests "
+                        "per user (mind)")
     engine = _Engine(method, towers, program, candidate, topk, index, items, tree, ef, rounds, expand, beam, threads,
                      matrix, repeat)
     total = ds.count_rows()
@@ -323,10 +326,6 @@ class _Engine:
             interests = [vectors] if vectors.ndim == 2 else [vectors[:, i] for i in range(vectors.shape[1])]
             if self.repeat is not None:
                 from rectool.retrieval.repeat import scored_queries, search_with_repeat
-
-                if vectors.ndim != 2:
-                    raise UserError("--repeat-bonus needs one vector per user (two_tower); this export has several "
-                                    "interests per user")
 
                 history, bonus = self.repeat.history(x)
                 space = self.index.space if self.method == "hnsw" else "ip"
