@@ -175,11 +175,34 @@ def build_split(name: str, spec: dict, src: Path, work: Path, split: str) -> Pat
 
 # --- runs ---------------------------------------------------------------------------------------------
 
-def evaluate(recalls: Path, seq: Path, out: Path, k: tuple[int, ...]) -> dict:
+def evaluate(recalls: Path, seq: Path, out: Path, k: tuple[int, ...], segments: bool = False) -> dict:
     rt("eval-topk", "--recall-path", recalls, "--truth-path", seq / "test" / "truth", "--k-list",
        ",".join(map(str, k)), "--output", out, "--overwrite")
     metrics = json.loads((out / "metrics.json").read_text())["metrics"]
-    return {f"{m}@{kk}": round(v[m], 4) for kk, v in metrics.items() for m in ("recall", "ndcg", "hit_rate")}
+    scores = {f"{m}@{kk}": round(v[m], 4) for kk, v in metrics.items() for m in ("recall", "ndcg", "hit_rate")}
+    return {**scores, **hits_by_segment(recalls, seq, k)} if segments else scores
+
+
+def hits_by_segment(recalls: Path, seq: Path, k: tuple[int, ...]) -> dict:
+    """Hit rate at each K for the users whose truth is already in their training list (taobao: a
+    carted item bought later) and for the others: where a model's hits come from."""
+    import pyarrow.dataset as pads
+
+    def table(path: Path) -> dict:
+        return pads.dataset(path).to_table().to_pydict()
+
+    rec, truth, train = table(recalls), table(seq / "test" / "truth"), table(seq / "train_sequences")
+    truth_col = next(c for c in truth if c != "user_id")
+    wanted = {u: set(t) for u, t in zip(truth["user_id"], truth[truth_col]) if t}
+    seen = {u: set(items) for u, items in zip(train["user_id"], train["item_ids"])}
+    hits: dict[str, list[list[bool]]] = {"in_history": [], "new": []}
+    for user, items in zip(rec["user_id"], rec["item_ids"]):
+        if user in wanted:
+            segment = "in_history" if wanted[user] & seen.get(user, set()) else "new"
+            hits[segment].append([bool(wanted[user] & set(items[:kk])) for kk in k])
+    return {f"{segment}_users": len(rows) for segment, rows in hits.items()} | {
+        f"{segment}_hit@{kk}": round(float(np.mean([r[i] for r in rows])), 4) if rows else None
+        for segment, rows in hits.items() for i, kk in enumerate(k)}
 
 
 def run_baselines(spec: dict, seq: Path, work: Path) -> list[dict]:
@@ -192,7 +215,7 @@ def run_baselines(spec: dict, seq: Path, work: Path) -> list[dict]:
         r = rt("baseline", "--rule", rule, "--train", seq / "train_sequences", *scope,
                "--users", seq / "test" / "truth", "--k", max(spec["k"]), "-o", work / f"recalls_{rule}")
         rows.append({"method": rule, "seconds": round(time.perf_counter() - start, 1),
-                     **evaluate(Path(r), seq, work / f"eval_{rule}", spec["k"])})
+                     **evaluate(Path(r), seq, work / f"eval_{rule}", spec["k"], spec["layout"] == "taobao")})
     return rows
 
 
@@ -208,7 +231,7 @@ def retrieve_variants(overrides: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def run_model(cfg: dict, seq: Path, work: Path, tag: str, k: tuple[int, ...],
-              variants: list[dict[str, Any]] | None = None) -> list[dict]:
+              variants: list[dict[str, Any]] | None = None, segments: bool = False) -> list[dict]:
     """Train, export, embed, then retrieve and evaluate once per retrieve-option variant."""
     cfg = copy.deepcopy(cfg)
     cfg["data"]["train_input"] = str(seq / "train")
@@ -227,7 +250,7 @@ def run_model(cfg: dict, seq: Path, work: Path, tag: str, k: tuple[int, ...],
         r = rt("retrieve", "--method", "brute", "--model", ex, "--items", emb, "--users", seq / "test" / "inputs",
                "--topk", max(k), *flags, "--overwrite", "-o", work / f"recalls_{tag}_{i}")
         results.append({"train_seconds": round(train_s, 1), **{f"retrieve.{n}": v for n, v in options.items()},
-                        **evaluate(Path(r), seq, work / f"eval_{tag}_{i}", k)})
+                        **evaluate(Path(r), seq, work / f"eval_{tag}_{i}", k, segments)})
     return results
 
 
@@ -253,6 +276,7 @@ def run_dataset(name: str, src: Path, epochs: int, models: list[str], baselines:
     seq = build_split(name, spec, src, work, "test")
     n_items, n_users = _n_items(seq), _n_users(seq)  # ids are dense and shared by both splits: one vocabulary
     key = f"recall@{spec['k'][0]}"
+    segments = spec["layout"] == "taobao"  # only there may a truth item be in the user's (unexcluded) history
     rows = run_baselines(spec, seq, work) if baselines else []
     for row in rows:
         log(f"{name}: {row}")
@@ -267,7 +291,7 @@ def run_dataset(name: str, src: Path, epochs: int, models: list[str], baselines:
             scores = {}
             for label, overrides in grid.items():
                 results = run_model(apply_overrides(base, overrides, n_users), valid_seq, work,
-                                    f"valid_{model}_{label}", spec["k"], retrieve_variants(overrides))
+                                    f"valid_{model}_{label}", spec["k"], retrieve_variants(overrides), segments)
                 for result in results:
                     options = {k: v for k, v in result.items() if k.startswith("retrieve.")}
                     scores[(label, json.dumps(options))] = result[key]
@@ -276,7 +300,7 @@ def run_dataset(name: str, src: Path, epochs: int, models: list[str], baselines:
             best, options = max(scores, key=scores.get)
             chosen = {"config": best, **grid[best], **json.loads(options)}
         final = apply_overrides(base, {k: v for k, v in chosen.items() if k != "config"}, n_users)
-        result = run_model(final, seq, work, model, spec["k"], retrieve_variants(chosen))[0]
+        result = run_model(final, seq, work, model, spec["k"], retrieve_variants(chosen), segments)[0]
         rows.append({"method": model, "epochs": epochs, **chosen, **result})
         log(f"{name}: {rows[-1]}")
     return {"exclusion": spec["exclusion"], "targets": spec["targets"], "items": n_items, "peers": PEERS[name],
