@@ -14,7 +14,8 @@ amazon-cds             given train/test (lines are item *sets*:       training i
                        ``dataset --targets set``)
 taobao-multibehavior   train = buy ∪ cart (``convert --format pairs   the user's buys only,
                        --behavior 4/3``; buys are the targets,        10/20 (hit = recall)
-                       ``--target-behaviors 4``), test = one
+                       ``--target-behaviors 4
+                       --no-target-in-history``), test = one
                        held-out buy
 =====================  ============================================  ===================
 
@@ -169,8 +170,10 @@ def _convert_split(name: str, spec: dict, src: Path, work: Path, split: str) -> 
 
 def build_split(name: str, spec: dict, src: Path, work: Path, split: str) -> Path:
     train_events, test_events = _convert_split(name, spec, src, work, split)
-    # taobao: learn buys (targets) from buys and carts (histories); leave out only the buys
-    extra = ["--target-behaviors", "4", "--exclude-behaviors", "4"] if spec["layout"] == "taobao" else []
+    # taobao: learn buys (targets) from buys and carts (histories), a buy's own cart left out of its history
+    # (the towers learn new items; carted ones come back through retrieve --repeat-bonus); leave out only the buys
+    extra = ["--target-behaviors", "4", "--no-target-in-history", "--exclude-behaviors", "4"] \
+        if spec["layout"] == "taobao" else []
     return Path(rt("dataset", "--task", "next-item", "--protocol", "given",
                    *[a for ev in train_events for a in ("--events", ev)], "--test-events", test_events,
                    "--min-behaviors", "1", "--max-history", "50", "--targets", spec["targets"], *extra,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 
 import pyarrow as pa
 import pytest
@@ -135,6 +136,14 @@ def test_set_targets_over_behaviours(tmp_path):
     assert {(r["user_id"], r["item_id"]): sorted(r["hist_item_ids"]) for r in samples} == \
         {(1, 10): [10, 11, 12], (1, 12): [10, 10, 11], (2, 20): [20, 21]}
     assert sorted(_read(tmp_path / "buys" / "test" / "inputs")[1]["seen_item_ids"]) == [10, 12], "buys only"
+    # without the target in its history: the buy of 10 no longer sees its own cart
+    build_next_item([str(carts), str(buys)], tmp_path / "new", protocol="given", test_events=str(test),
+                    targets="set", exclude_behaviors=[4], target_behaviors=[4], target_in_history=False)
+    samples = open_dataset(tmp_path / "new" / "train").to_table().to_pylist()
+    assert {(r["user_id"], r["item_id"]): sorted(r["hist_item_ids"]) for r in samples} == \
+        {(1, 10): [11, 12], (1, 12): [10, 10, 11], (2, 20): [21]}
+    assert all(r["hist_category_ids"] == [i // 10 for i in r["hist_item_ids"]] for r in samples), "pairs kept"
+    assert json.loads((tmp_path / "new" / "_meta.json").read_text())["params"]["target_in_history"] is False
     with pytest.raises(UserError, match="--target-behaviors works with --targets all or set"):
         build_next_item([str(carts), str(buys)], tmp_path / "x", protocol="given", test_events=str(test),
                         targets="last", target_behaviors=[4])
@@ -147,6 +156,11 @@ def test_sequential_targets_of_one_behaviour(tmp_path):
     samples = open_dataset(tmp_path / "s" / "train").to_table().to_pylist()
     assert [(r["item_id"], r["hist_item_ids"]) for r in sorted(samples, key=lambda r: len(r["hist_item_ids"]))] \
         == [(10, [10]), (12, [10, 10, 11])]
+    # the target's own item out of its history: the buy of 10 (history: its cart) has none left and is dropped
+    build_next_item(str(ev), tmp_path / "n", protocol="leave-one-out", min_behaviors=2, n_valid=0,
+                    target_behaviors=[4], target_in_history=False)
+    samples = open_dataset(tmp_path / "n" / "train").to_table().to_pylist()
+    assert [(r["item_id"], r["hist_item_ids"]) for r in samples] == [(12, [10, 10, 11])]
 
 
 def test_cli_joins_repeated_events(tmp_path, cli):
@@ -158,6 +172,11 @@ def test_cli_joins_repeated_events(tmp_path, cli):
         "--test-events", test, "--min-behaviors", "1", "--exclude-behaviors", "4", "-o", tmp_path / "s")
     inputs = _read(tmp_path / "s" / "test" / "inputs")[1]
     assert sorted(inputs["hist_item_ids"]) == [10, 11, 12] and inputs["seen_item_ids"] == [12]
+    cli("dataset", "--task", "next-item", "--protocol", "given", "--events", buys, "--events", carts,
+        "--test-events", test, "--min-behaviors", "1", "--targets", "set", "--no-target-in-history",
+        "-o", tmp_path / "n")
+    assert all(r["item_id"] not in r["hist_item_ids"] for r in open_dataset(tmp_path / "n" / "train").to_table()
+               .to_pylist())
     res = cli("dataset", "--events", buys, "--events", carts, "--features", buys, "-o", tmp_path / "r", expect=2)
     assert "--events given 2 times" in res.stderr and not (tmp_path / "r").exists()
 

@@ -100,6 +100,10 @@ def dataset(
     target_behaviors: Annotated[str | None, typer.Option(
         "--target-behaviors", help="next-item: only events of these behaviours are training targets (histories "
                                    "keep every behaviour), e.g. 4 to learn buys from buys and carts [all].")] = None,
+    target_in_history: Annotated[bool, typer.Option(
+        "--target-in-history/--no-target-in-history",
+        help="next-item: --no-target-in-history takes a target's own item out of its history, so a model learns "
+             "only new items and repeats are left to retrieve --repeat-bonus.")] = True,
     seed: SeedOpt = 2014,
     threads: ThreadsOpt = None,
     memory_limit: MemoryOpt = "2GB",
@@ -121,7 +125,8 @@ def dataset(
                                  min_behaviors=min_behaviors, n_test=n_test, n_valid=n_valid, max_history=max_history,
                                  targets=targets, behaviors=_ints(behaviors, "--behaviors"),  # type: ignore
                                  exclude_behaviors=_ints(exclude_behaviors, "--exclude-behaviors"),
-                                 target_behaviors=_ints(target_behaviors, "--target-behaviors"), seed=seed,
+                                 target_behaviors=_ints(target_behaviors, "--target-behaviors"),
+                                 target_in_history=target_in_history, seed=seed,
                                  threads=threads, memory_limit=memory_limit, temp_dir=temp_dir, overwrite=overwrite)
         console.summary("dataset (next-item)", result)
         console.emit_path(output)

@@ -24,7 +24,10 @@ Outputs (one directory)::
              seeded shuffled order, the history of the event at position p the events that
              follow it, cyclically; a bought item's history may hold its own cart).
              ``target_behaviors`` keeps only targets of those behaviours (Taobao: buys), the
-             histories still hold every behaviour
+             histories still hold every behaviour; ``target_in_history=False`` removes the
+             target's own item from its history (rows left with none are dropped), so the
+             towers learn only transitions to *other* items and repeats are left to
+             ``retrieve --repeat-bonus`` (Taobao: 20% of the buy rows hold their own cart)
     train_sequences/  user_id, item_ids list<int64>: each training user's whole training
              sequence in order (what the baselines learn from)
     test/inputs/  user_id, hist_item_ids, hist_category_ids (last ``max_history``, most recent
@@ -170,6 +173,16 @@ def _set_train_query(source: str, max_history: int, seed: int, target_behaviors:
         WHERE true {_behavior_filter("behs[pos]", target_behaviors)}"""
 
 
+def _without_target(train: str) -> str:
+    """The training rows of ``train`` with the target's item taken out of its history window."""
+    return f"""
+        SELECT user_id, list_transform(kept, lambda x: x[1]) AS hist_item_ids,
+               list_transform(kept, lambda x: x[2]) AS hist_category_ids, item_id, category_id
+        FROM (SELECT *, list_filter(list_zip(hist_item_ids, hist_category_ids), lambda x: x[1] != item_id) AS kept
+              FROM ({train}))
+        WHERE len(kept) > 0"""
+
+
 def _inputs_query(source: str, max_history: int, exclude: Sequence[int] | None) -> str:
     seen = "list_distinct(items)" if not exclude else (
         "list_distinct(list_transform(list_filter(list_zip(items, behs), lambda x: x[2] IN ("
@@ -187,7 +200,7 @@ def build_next_item(events: str | Sequence[str], output: str | os.PathLike[str],
                     n_valid: int = 10_000, max_history: int = 50, targets: Literal["all", "last", "set"] = "all",
                     min_history: int = 1, behaviors: Sequence[int] | None = None,
                     exclude_behaviors: Sequence[int] | None = None, target_behaviors: Sequence[int] | None = None,
-                    seed: int = 2024, threads: int | None = None,
+                    target_in_history: bool = True, seed: int = 2024, threads: int | None = None,
                     memory_limit: str | None = None, temp_dir: str | None = None,
                     overwrite: bool = False) -> dict[str, Any]:
     """Write a next-item dataset; returns its counts."""
@@ -256,6 +269,8 @@ def build_next_item(events: str | Sequence[str], output: str | os.PathLike[str],
         bar.advance(1)
         train = _set_train_query("train_seqs", max_history, seed, target_behaviors) if targets == "set" else \
             _train_query("train_seqs", max_history, targets, min_history, target_behaviors)
+        if not target_in_history:
+            train = _without_target(train)
         counts["train_samples"] = _copy(con, train, tmp / "train")
         counts["train_users"] = _copy(con, "SELECT user_id, items AS item_ids FROM train_seqs",
                                       tmp / "train_sequences")
@@ -271,5 +286,5 @@ def build_next_item(events: str | Sequence[str], output: str | os.PathLike[str],
                            "max_history": max_history, "targets": targets, "min_history": min_history,
                            "behaviors": list(behaviors or []), "exclude_behaviors": list(exclude_behaviors or []),
                            "target_behaviors": list(target_behaviors or []),
-                           "seed": seed})
+                           "target_in_history": target_in_history, "seed": seed})
     return {"output": os.fspath(output), "protocol": protocol, **counts}
