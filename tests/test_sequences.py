@@ -172,11 +172,13 @@ def test_cli_joins_repeated_events(tmp_path, cli):
         "--test-events", test, "--min-behaviors", "1", "--exclude-behaviors", "4", "-o", tmp_path / "s")
     inputs = _read(tmp_path / "s" / "test" / "inputs")[1]
     assert sorted(inputs["hist_item_ids"]) == [10, 11, 12] and inputs["seen_item_ids"] == [12]
-    cli("dataset", "--task", "next-item", "--protocol", "given", "--events", buys, "--events", carts,
-        "--test-events", test, "--min-behaviors", "1", "--targets", "set", "--no-target-in-history",
-        "-o", tmp_path / "n")
-    assert all(r["item_id"] not in r["hist_item_ids"] for r in open_dataset(tmp_path / "n" / "train").to_table()
-               .to_pylist())
+    # --no-target-in-history: the buy of 12 without its own cart
+    carted = _events(tmp_path / "cart2", [(1, 10, 0, 3), (1, 12, 0, 3)])
+    cli("dataset", "--task", "next-item", "--protocol", "given", "--events", buys, "--events", carted,
+        "--test-events", test, "--min-behaviors", "1", "--targets", "set", "--target-behaviors", "4",
+        "--no-target-in-history", "-o", tmp_path / "n")
+    rows = open_dataset(tmp_path / "n" / "train").to_table().to_pylist()
+    assert [(r["item_id"], r["hist_item_ids"]) for r in rows] == [(12, [10])]
     res = cli("dataset", "--events", buys, "--events", carts, "--features", buys, "-o", tmp_path / "r", expect=2)
     assert "--events given 2 times" in res.stderr and not (tmp_path / "r").exists()
 
