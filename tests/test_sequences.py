@@ -183,6 +183,19 @@ def test_cli_joins_repeated_events(tmp_path, cli):
     assert "--events given 2 times" in res.stderr and not (tmp_path / "r").exists()
 
 
+def test_cli_refuses_the_other_tasks_flags(tmp_path, cli):
+    """A flag that only the other --task reads is an error, not silently ignored."""
+    buys = _events(tmp_path / "buy", [(1, 12, 1, 4)])
+    res = cli("dataset", "--events", buys, "--features", buys, "--no-target-in-history", "-o", tmp_path / "r",
+              expect=2)
+    assert "--target-in-history/--no-target-in-history is for --task next-item" in res.stderr
+    res = cli("dataset", "--task", "next-item", "--events", buys, "--neg-ratio", "3", "-o", tmp_path / "n", expect=2)
+    assert "--neg-ratio is for --task ranking" in res.stderr
+    res = cli("dataset", "--task", "next-item", "--events", buys, "--features", buys, "-o", tmp_path / "n", expect=2)
+    assert "--features is for --task ranking" in res.stderr
+    assert not (tmp_path / "r").exists() and not (tmp_path / "n").exists()
+
+
 def test_bad_arguments(log, tmp_path):
     with pytest.raises(UserError, match="--test-events is required"):
         build_next_item(str(log), tmp_path / "x", protocol="given")

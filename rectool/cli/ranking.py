@@ -55,6 +55,7 @@ def features(
 
 
 def dataset(
+    ctx: typer.Context,
     events: Annotated[list[Path], typer.Option("--events", help="Events dataset written by `rectool convert`; "
                                                                "next-item: repeat to join several (buy + cart).")],
     output: OutputOpt,
@@ -113,12 +114,10 @@ def dataset(
 ) -> None:
     """Samples for a task: ranking (candidates, labels, features) or next-item (sequences, test inputs, truth)."""
     console.set_quiet(quiet)
+    _refuse_other_task_flags(ctx, task)
     if task == "next-item":
         from rectool.retrieval.sequences import build_next_item
 
-        if features is not None or items is not None:
-            raise UserError("--features and --items are for --task ranking; --task next-item reads only --events "
-                            "(and --test-events)")
         if targets not in ("all", "last", "set"):
             raise UserError(f"--targets {targets}: choose all, last or set")
         result = build_next_item([str(e) for e in events], output, protocol=protocol, test_events=test_events,  # type: ignore
@@ -153,6 +152,26 @@ def dataset(
                            overwrite=overwrite)
     console.summary(f"dataset ({task})", result)
     console.emit_path(output)
+
+
+# dataset flags that only one --task reads: given with the other task, they are refused rather than ignored
+_TASK_FLAGS = {
+    "ranking": ("features", "items", "label_days", "predict_day", "candidate_days", "neg_ratio", "split",
+                "eval_fraction", "sequences"),
+    "next-item": ("protocol", "test_events", "min_behaviors", "n_test", "n_valid", "max_history", "targets",
+                  "behaviors", "exclude_behaviors", "target_behaviors", "target_in_history"),
+}
+
+
+def _refuse_other_task_flags(ctx: typer.Context, task: str) -> None:
+    for other, names in _TASK_FLAGS.items():
+        if other == task or task not in _TASK_FLAGS:
+            continue
+        for param in ctx.command.params:
+            # by name: typer's ParameterSource enum lives in a private module
+            if param.name in names and getattr(ctx.get_parameter_source(param.name), "name", "") == "COMMANDLINE":
+                raise UserError(f"{'/'.join([*param.opts, *param.secondary_opts])} is for --task {other}; "
+                                f"--task {task} does not read it")
 
 
 def _ints(text: str | None, flag: str) -> list[int] | None:
