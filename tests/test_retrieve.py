@@ -13,6 +13,7 @@ import pyarrow as pa
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 import pytest
+import torch
 
 from helpers import candidate_config, retrieval_config, write_toy_sequences
 from rectool.retrieval.formats import Ragged
@@ -189,3 +190,57 @@ def test_repeat_bonus_on_any_tower_export(seqs, towers, tmp_path, cli):
     res = cli("retrieve", "--method", "brute", *common, "--repeat-bonus", "nan", "--repeat-column", "hist_item_ids",
               "-o", tmp_path / "x", expect=2)
     assert "give a finite number" in res.stderr and not (tmp_path / "x").exists()
+
+
+def test_item_to_item_mixes_each_history_items_own_scores(seqs, towers, tmp_path, cli):
+    """``--item-to-item W1 --item-similarity W2``: the user tower run on each history item alone, and the
+    history items' own item vectors; scores checked against those computed here from one-item input
+    tables and the embedding table, with and without the repeat bonus."""
+    from rectool.retrieval.formats import open_embeddings
+    from rectool.train.inputs import to_tensors
+    from rectool.train.predict import load_program
+
+    common = ["--model", towers / "ex", "--users", seqs / "users", "--topk", "10", "--items", towers / "emb"]
+    mixed = ["--item-to-item", "0.4", "--item-similarity", "0.3", "--item-to-item-temperature", "0.2",
+             "--repeat-column", "hist_item_ids"]
+    cli("retrieve", "--method", "brute", *common, *mixed, "-o", tmp_path / "m")
+    cli("retrieve", "--method", "brute", *common, *mixed, "--repeat-bonus", "10", "-o", tmp_path / "r")
+    program, spec, _ = load_program(towers / "ex", "user_tower")
+    users = pads.dataset(seqs / "users").to_table().sort_by("user_id")
+    ids, vecs = (np.concatenate(a) for a in zip(*open_embeddings(towers / "emb").batches(), strict=True))
+    with torch.inference_mode():
+        u = program(to_tensors(users, spec, with_label=False)).numpy()
+    hist, cats = users.column("hist_item_ids").to_pylist(), users.column("hist_category_ids").to_pylist()
+    seen = users.column("seen_item_ids").to_pylist()
+    _, got, got_scores, _ = _recalls(tmp_path / "m")
+    _, got_r, scores_r, _ = _recalls(tmp_path / "r")
+
+    def soft_max(x):
+        z = x.astype(np.float64) @ vecs.T / 0.2
+        return 0.2 * (z.max(0) + np.log(np.exp(z - z.max(0)).sum(0)))
+
+    for i in range(len(hist)):
+        single = pa.table({"user_id": [0] * len(hist[i]), "hist_item_ids": [[h] for h in hist[i]],
+                           "hist_category_ids": [[c] for c in cats[i]]})
+        with torch.inference_mode():
+            queries = program(to_tensors(single, spec, with_label=False)).numpy()
+        own_vectors = vecs[[int(np.flatnonzero(ids == h)[0]) for h in hist[i]]]
+        want = 0.3 * (u[i] @ vecs.T) + 0.4 * soft_max(queries) + 0.3 * soft_max(own_vectors)
+        want[np.isin(ids, seen[i])] = -np.inf
+        best = np.argsort(-want)[:10]
+        assert len(set(got[i]) & set(ids[best].tolist())) >= 9  # ties at the border may fall either way
+        np.testing.assert_allclose(got_scores[i], want[best], rtol=1e-4, atol=1e-4)
+        fresh = [h for h in hist[i] if h not in seen[i]]
+        want[np.isin(ids, fresh)] += 10
+        np.testing.assert_allclose(scores_r[i], np.sort(want)[::-1][:10], rtol=1e-4, atol=1e-4)
+        assert set(got_r[i][:len(fresh)]) == set(fresh)
+    meta = json.loads((tmp_path / "m" / "_meta.json").read_text())
+    assert meta["item_to_item"] == {"item_to_item": 0.4, "item_similarity": 0.3, "temperature": 0.2}
+    assert meta["repeat_bonus"] is None  # --repeat-column without --repeat-bonus only names the history
+    res = cli("retrieve", "--method", "hnsw", "--index", towers / "index", *common, *mixed, "-o", tmp_path / "x",
+              expect=2)
+    assert "use --method brute" in res.stderr and not (tmp_path / "x").exists()
+    res = cli("retrieve", "--method", "brute", *common, "--item-to-item", "2", "-o", tmp_path / "x", expect=2)
+    assert "weight in [0, 1]" in res.stderr and not (tmp_path / "x").exists()
+    res = cli("retrieve", "--method", "brute", *common, "--item-similarity", "0.5", "-o", tmp_path / "x", expect=2)
+    assert "name the user's item-id history with --repeat-column" in res.stderr

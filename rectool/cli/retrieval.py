@@ -114,8 +114,17 @@ def retrieve(
     repeat_bonus: Annotated[float | None, typer.Option("--repeat-bonus", help="Towers: add this to the score of "
                                                        "each item in the user's history (replaces a model.repeat "
                                                        "model's learned bonus; 0: off).")] = None,
-    repeat_column: Annotated[str | None, typer.Option("--repeat-column", help="The history list column for "
-                                                      "--repeat-bonus [the model's repeat history].")] = None,
+    repeat_column: Annotated[str | None, typer.Option("--repeat-column", help="The history list column (item ids) "
+                                                      "for --repeat-bonus and --item-similarity [the model's "
+                                                      "repeat history].")] = None,
+    item_to_item: Annotated[float | None, typer.Option("--item-to-item", help="brute, two_tower: mix W of a soft "
+                                                       "maximum over the user tower's one-item queries (each "
+                                                       "history item alone) into u·v [0: off].")] = None,
+    item_similarity: Annotated[float | None, typer.Option("--item-similarity", help="brute, two_tower: mix W of a "
+                                                          "soft maximum over the history items' own item vectors "
+                                                          "into u·v [0: off].")] = None,
+    item_to_item_temperature: Annotated[float, typer.Option("--item-to-item-temperature", help="The soft maxima's "
+                                                            "temperature.")] = 0.05,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Users per search batch.")] = 256,
     threads: Annotated[int, typer.Option("--threads", help="hnsw search threads [all cores].")] = 0,
     overwrite: OverwriteOpt = False,
@@ -130,6 +139,7 @@ def retrieve(
                           ef=ef, rounds=rounds, expand=expand, beam=beam, exclude_seen=exclude_seen,
                           exclude_column=exclude_column, reserved_columns=reserved, batch_size=batch_size,
                           threads=threads, overwrite=overwrite, repeat_bonus=repeat_bonus,
-                          repeat_column=repeat_column)
+                          repeat_column=repeat_column, item_to_item=item_to_item,
+                          item_similarity=item_similarity, item_to_item_temperature=item_to_item_temperature)
     console.summary(f"retrieve {method}", result)
     console.emit_path(output)

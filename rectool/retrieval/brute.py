@@ -7,7 +7,9 @@ then item row asc):
 ``brute_search_dot(queries, items, k, space=...)``
     dense embeddings (two-tower ``retrieve --method brute``): a (users x items) block of
     scores per matrix product. Scores are those of ``hnsw_search`` for the same space
-    (inner product, cosine, or minus the squared L2 distance), so the two compare.
+    (inner product, cosine, or minus the squared L2 distance), so the two compare; with
+    ``mix``, inner products mixed with ``retrieve --item-to-item``'s term
+    (``rectool.retrieval.item_to_item``).
 ``brute_search(scorer, n_users, n_items, k)``
     any pairwise model through the NANN scorer callback
     ``scorer(user_index int64[], item_row int64[]) -> float32[]`` over flat pairs (at
@@ -28,6 +30,7 @@ import numpy as np
 from rectool.errors import UserError
 from rectool.retrieval import kernels
 from rectool.retrieval.formats import IdMap, Ragged, TopK, no_exclusion
+from rectool.retrieval.item_to_item import MixedScores
 from rectool.retrieval.nann_search import Scorer, maybe_progress
 
 
@@ -63,10 +66,14 @@ def _prepare(x: np.ndarray, space: str) -> np.ndarray:
 
 def brute_search_dot(queries: np.ndarray, items: np.ndarray, k: int, *, space: str = "ip",
                      item_ids: np.ndarray | None = None, exclude: Ragged | None = None,
-                     user_batch: int = 1024, item_block: int = 32_768, progress: bool = True) -> TopK:
-    """Exact top-``k`` items per query by inner product (``ip``), cosine or L2 (``-|q - x|^2``)."""
+                     user_batch: int = 1024, item_block: int = 32_768, progress: bool = True,
+                     mix: MixedScores | None = None) -> TopK:
+    """Exact top-``k`` items per query by inner product (``ip``), cosine or L2 (``-|q - x|^2``);
+    with ``mix`` (ip only), by the inner product mixed with the item-to-item term."""
     if space not in ("ip", "l2", "cosine"):
         raise UserError(f"space {space}: choose ip, l2 or cosine")
+    if mix is not None and space != "ip":
+        raise UserError("the item-to-item term mixes inner products: search with space ip")
     q, x = _prepare(queries, space), _prepare(items, space)
     if q.ndim != 2 or x.ndim != 2 or q.shape[1] != x.shape[1]:
         raise UserError(f"query embeddings {q.shape} and item embeddings {x.shape} differ in dimension; use the "
@@ -82,11 +89,14 @@ def brute_search_dot(queries: np.ndarray, items: np.ndarray, k: int, *, space: s
             heaps = _Heaps(stop - start, k)
             sub = excl.slice(start, stop)
             q_sq = np.einsum("ij,ij->i", q[start:stop], q[start:stop])[:, None] if x_sq is not None else None
-            for lo in range(0, n_items, item_block):
-                hi = min(n_items, lo + item_block)
+            step = item_block if mix is None else mix.item_block(start, stop, item_block)
+            for lo in range(0, n_items, step):
+                hi = min(n_items, lo + step)
                 block = q[start:stop] @ x[lo:hi].T
                 if x_sq is not None:
                     block = np.float32(2.0) * block - x_sq[lo:hi][None, :] - q_sq
+                if mix is not None:
+                    block = mix.block(block, start, stop, x[lo:hi])
                 kernels.topk_update(block, lo, heaps.scores, heaps.rows, heaps.count, sub.offsets, sub.values)
             for target, value in zip(out, heaps.finish(item_ids), strict=True):
                 target[start:stop] = value

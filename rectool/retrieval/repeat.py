@@ -32,6 +32,7 @@ import torch
 
 from rectool.errors import UserError
 from rectool.retrieval.formats import Ragged, TopK, union_topk
+from rectool.retrieval.item_to_item import MixedScores
 from rectool.train.inputs import LEN_SUFFIX
 
 # item ids -> (vectors [m, D] float32, found [m] bool): where the search's item vectors live
@@ -110,12 +111,16 @@ def merge_lists(a: Ragged | None, b: Ragged) -> Ragged:
 
 
 def search_with_repeat(search: Callable[[Ragged], TopK], queries: np.ndarray, history: Ragged, bonus: np.ndarray,
-                       vectors: VectorLookup, exclude: Ragged | None, k: int) -> TopK:
-    """Top-``k`` by u·v plus the history items' bonus; ``search(exclude)`` is the plain search."""
+                       vectors: VectorLookup, exclude: Ragged | None, k: int, mix: MixedScores | None = None) -> TopK:
+    """Top-``k`` by u·v (or ``mix``'s score, which ``search`` then uses too) plus the history items' bonus;
+    ``search(exclude)`` is the plain search."""
     plain = search(merge_lists(exclude, history))
     rows = np.repeat(np.arange(len(history)), history.lengths())
     item_vecs, found = vectors(history.values)
-    scores = np.einsum("ij,ij->i", np.asarray(queries, dtype=np.float32)[rows], item_vecs) + bonus
+    scores = np.einsum("ij,ij->i", np.asarray(queries, dtype=np.float32)[rows], item_vecs)
+    if mix is not None:
+        scores = mix.pairs(scores, rows, item_vecs)
+    scores = scores + bonus
     keep = found
     if exclude is not None and len(exclude.values):
         from rectool.retrieval.kernels import mask_listed, sort_rows

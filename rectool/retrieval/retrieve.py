@@ -18,7 +18,9 @@ Methods (``--method``):
 A two-tower trained with ``model.repeat`` adds its learned bonus to the items of each
 user's history (``rectool.retrieval.repeat``: exact with ``brute``, and with ``hnsw`` on an
 ip or cosine index); ``--repeat-bonus B`` sets that bonus (or adds one to any tower export,
-``--repeat-column`` naming the history).
+``--repeat-column`` naming the history). ``--item-to-item W1`` / ``--item-similarity W2``
+(brute) mix in soft maxima over the history items' own queries and item vectors
+(``rectool.retrieval.item_to_item``).
 
 Inputs: ``--users``, a table with ``user_id`` and the columns the program reads (the
 ``test/inputs`` of a next-item dataset). With ``--exclude-seen`` (default) the items of
@@ -49,8 +51,9 @@ from rectool import console
 from rectool.artifacts import atomic_dir, open_dataset, require_columns, write_meta
 from rectool.errors import UserError
 from rectool.retrieval.formats import USER_ID, Ragged, RecallWriter, TopK, int_column, union_topk
+from rectool.retrieval.item_to_item import ItemToItem, MixedScores
 from rectool.retrieval.repeat import RepeatBonus
-from rectool.train.inputs import InputSpec, to_tensors
+from rectool.train.inputs import LEN_SUFFIX, InputSpec, to_tensors
 from rectool.train.predict import load_program
 
 Method = Literal["hnsw", "brute", "tdm", "nann"]
@@ -185,7 +188,8 @@ def retrieve(method: Method, model: Path, users: str, output: str | os.PathLike[
              rounds: str | None = None, expand: int | None = None, beam: int | None = None, exclude_seen: bool = True,
              exclude_column: str | None = None, reserved_columns: list[str] | None = None, batch_size: int = 256,
              threads: int = 0, overwrite: bool = False, repeat_bonus: float | None = None,
-             repeat_column: str | None = None) -> dict[str, Any]:
+             repeat_column: str | None = None, item_to_item: float | None = None,
+             item_similarity: float | None = None, item_to_item_temperature: float = 0.05) -> dict[str, Any]:
     if method not in ("hnsw", "brute", "tdm", "nann"):
         raise UserError(f"--method {method}: choose hnsw, brute, tdm or nann")
     if topk < 1:
@@ -218,13 +222,28 @@ def retrieve(method: Method, model: Path, users: str, output: str | os.PathLike[
         raise UserError("--expand must be at least 1 (or left out: expand every node not expanded yet)")
     if not towers and (repeat_bonus is not None or repeat_column is not None):
         raise UserError("--repeat-bonus applies to tower exports (two_tower); this export is a pair scorer")
-    repeat = RepeatBonus.resolve(parts["user_tower"], repeat_bonus, repeat_column,
-                                 [c.name for c in user_spec.columns if c.kind.endswith("_list")]) if towers else None
+    mix = ItemToItem.resolve(item_to_item, item_similarity, item_to_item_temperature)
+    list_columns = [c.name for c in user_spec.columns if c.kind.endswith("_list")]
+    history_column = None
+    if mix is not None and mix.similarity:  # --repeat-column names the item-id history here without a bonus
+        learned = RepeatBonus.from_part(parts.get("user_tower", {}))
+        history_column = repeat_column or (learned.column if learned else None)
+        if history_column is None or history_column not in list_columns:
+            raise UserError(f"--item-similarity: name the user's item-id history with --repeat-column (a list "
+                            f"column the user tower reads: {', '.join(list_columns) or 'it reads none'})")
+        repeat_column = repeat_column if repeat_bonus is not None else None
+    repeat = RepeatBonus.resolve(parts["user_tower"], repeat_bonus, repeat_column, list_columns) if towers else None
     if repeat is not None and parts["user_tower"].get("output", "").startswith("interest"):
         raise UserError("--repeat-bonus needs one vector per user (two_tower); this export has several interests "
                         "per user (mind)")
+    if mix is not None and not (towers and method == "brute"):
+        raise UserError("--item-to-item / --item-similarity mix soft maxima into a tower's scores, which an index "
+                        "cannot search: use --method brute with a two_tower export")
+    if mix is not None and parts["user_tower"].get("output", "").startswith("interest"):
+        raise UserError("--item-to-item / --item-similarity need one vector per user (two_tower); this export has "
+                        "several interests per user (mind)")
     engine = _Engine(method, towers, program, candidate, topk, index, items, tree, ef, rounds, expand, beam, threads,
-                     matrix, repeat)
+                     matrix, repeat, mix, history_column)
     total = ds.count_rows()
     columns = list(dict.fromkeys([USER_ID, *user_spec.names, *reserved, *([column] if column else [])]))
     with atomic_dir(output, overwrite) as tmp, console.Stopwatch() as sw:
@@ -250,7 +269,10 @@ def retrieve(method: Method, model: Path, users: str, output: str | os.PathLike[
                    rows=writer.rows, method=method, topk=topk, exclude=column or "none",
                    mean_scored_per_user=scored / max(writer.rows, 1), catalogue=catalogue,
                    search_seconds=round(time.perf_counter() - sw.start, 3),
-                   repeat_bonus=None if repeat is None else {"column": repeat.column, "bonus": repeat.bonus.tolist()})
+                   repeat_bonus=None if repeat is None else {"column": repeat.column, "bonus": repeat.bonus.tolist()},
+                   item_to_item=None if mix is None else {"item_to_item": mix.item_to_item,
+                                                          "item_similarity": mix.similarity,
+                                                          "temperature": mix.temperature})
     return {"output": os.fspath(output), "method": method, "users": writer.rows, "topk": topk,
             "mean_items_scored": round(scored / max(writer.rows, 1), 1),
             "share_of_catalogue_scored": round(scored / max(writer.rows, 1) / catalogue, 5) if catalogue else "-",
@@ -263,9 +285,12 @@ class _Engine:
     def __init__(self, method: str, towers: bool, program: torch.nn.Module, candidate: str | None, topk: int,
                  index: str | None, items: str | None, tree: str | None, ef: str | None, rounds: str | None,
                  expand: int | None, beam: int | None, threads: int, matrix: bool,
-                 repeat: RepeatBonus | None = None) -> None:
+                 repeat: RepeatBonus | None = None, item_to_item: ItemToItem | None = None,
+                 history_column: str | None = None) -> None:
         self.method, self.towers, self.program, self.candidate, self.k = method, towers, program, candidate, topk
-        self.expand, self.matrix, self.repeat = expand, matrix, repeat
+        self.expand, self.matrix, self.repeat, self.item_to_item = expand, matrix, repeat, item_to_item
+        self.history_column = history_column
+        self.vectors = None  # item-vector lookup: the repeat bonus and --item-similarity
         self.catalogue_size = 0
         ef_values = _counts(ef, "--ef", 1)
         if method == "hnsw":
@@ -289,7 +314,7 @@ class _Engine:
             ids, vecs = zip(*source.batches(), strict=True)
             self.item_ids, self.item_vecs = np.concatenate(ids), np.concatenate(vecs)
             self.catalogue_size = len(self.item_ids)
-            if repeat is not None:
+            if repeat is not None or history_column is not None:
                 from rectool.retrieval.repeat import table_lookup
 
                 self.vectors = table_lookup(self.item_ids, self.item_vecs)
@@ -324,23 +349,29 @@ class _Engine:
             with torch.inference_mode():
                 vectors = self.program(x).float().numpy()
             interests = [vectors] if vectors.ndim == 2 else [vectors[:, i] for i in range(vectors.shape[1])]
+            mix = None
+            if self.item_to_item is not None:
+                c = self.history_column
+                history = None if c is None else (x[c].numpy(), x[c + LEN_SUFFIX].numpy())
+                mix = self.item_to_item.scores(self.program, x, vectors, history, self.vectors)
             if self.repeat is not None:
                 from rectool.retrieval.repeat import scored_queries, search_with_repeat
 
                 history, bonus = self.repeat.history(x)
                 space = self.index.space if self.method == "hnsw" else "ip"
-                result = search_with_repeat(lambda excl: self._plain(vectors, excl), scored_queries(space, vectors),
-                                            history, bonus, self.vectors, exclude, self.k)
+                result = search_with_repeat(lambda excl: self._plain(vectors, excl, mix),
+                                            scored_queries(space, vectors), history, bonus, self.vectors, exclude,
+                                            self.k, mix)
             else:
-                found = [self._plain(q, exclude) for q in interests]
+                found = [self._plain(q, exclude, mix) for q in interests]
                 result = found[0] if len(found) == 1 else union_topk(found, self.k)
             counted = self.catalogue_size * len(interests) if self.method == "brute" else None
             return TopK(result.item_ids, result.scores, result.lengths,
                         None if counted is None else np.full(n, counted, np.int64))
         return self._pairs(x, n, exclude)
 
-    def _plain(self, queries: np.ndarray, exclude: Ragged | None) -> TopK:
-        """Top-k items by u·v for one vector per user: the index, or every item vector."""
+    def _plain(self, queries: np.ndarray, exclude: Ragged | None, mix: MixedScores | None = None) -> TopK:
+        """Top-k items by u·v (or ``mix``'s score) for one vector per user: the index, or every item vector."""
         if self.method == "hnsw":
             from rectool.retrieval.hnsw import hnsw_search
 
@@ -348,7 +379,7 @@ class _Engine:
         from rectool.retrieval.brute import brute_search_dot
 
         return brute_search_dot(queries, self.item_vecs, self.k, item_ids=self.item_ids, exclude=exclude,
-                                progress=False)
+                                progress=False, mix=mix)
 
     def _pairs(self, x: dict[str, torch.Tensor], n: int, exclude: Ragged | None) -> TopK:
         """A pair scorer's search: brute force, NANN or TDM."""
