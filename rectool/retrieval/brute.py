@@ -8,8 +8,8 @@ then item row asc):
     dense embeddings (two-tower ``retrieve --method brute``): a (users x items) block of
     scores per matrix product. Scores are those of ``hnsw_search`` for the same space
     (inner product, cosine, or minus the squared L2 distance), so the two compare; with
-    ``mix``, inner products mixed with ``retrieve --item-to-item``'s term
-    (``rectool.retrieval.item_to_item``).
+    ``mix``, inner products mixed with the item-to-item terms of ``retrieve --item-to-item /
+    --item-similarity`` (``rectool.retrieval.item_to_item``).
 ``brute_search(scorer, n_users, n_items, k)``
     any pairwise model through the NANN scorer callback
     ``scorer(user_index int64[], item_row int64[]) -> float32[]`` over flat pairs (at
@@ -69,11 +69,11 @@ def brute_search_dot(queries: np.ndarray, items: np.ndarray, k: int, *, space: s
                      user_batch: int = 1024, item_block: int = 32_768, progress: bool = True,
                      mix: MixedScores | None = None) -> TopK:
     """Exact top-``k`` items per query by inner product (``ip``), cosine or L2 (``-|q - x|^2``);
-    with ``mix`` (ip only), by the inner product mixed with the item-to-item term."""
+    with ``mix`` (ip only), by the inner product mixed with the item-to-item terms."""
     if space not in ("ip", "l2", "cosine"):
         raise UserError(f"space {space}: choose ip, l2 or cosine")
     if mix is not None and space != "ip":
-        raise UserError("the item-to-item term mixes inner products: search with space ip")
+        raise UserError("the item-to-item terms mix inner products: search with space ip")
     q, x = _prepare(queries, space), _prepare(items, space)
     if q.ndim != 2 or x.ndim != 2 or q.shape[1] != x.shape[1]:
         raise UserError(f"query embeddings {q.shape} and item embeddings {x.shape} differ in dimension; use the "
