@@ -8,10 +8,12 @@ Reading
 
 Writing
     ``atomic_dir(path, overwrite)`` yields a temp sibling directory; only when the
-    block succeeds is it renamed over ``path``. A crash, a ``UserError`` or Ctrl-C
+    block succeeds is it renamed to ``path``. A crash, a ``UserError`` or Ctrl-C
     leaves no output at ``path`` (and no half-written temp: it is removed, and a
     temp left by a killed process is swept the next time). An existing output is
-    replaced only with ``overwrite=True``. ``atomic_file`` does the same for one file.
+    replaced only with ``overwrite=True``, in one atomic exchange; a second writer
+    of the same path fails at once (``output_lock``), and one that appears during
+    the work is never replaced. ``atomic_file`` does the same for one file.
 
 Self-description
     ``write_meta(dir, kind=..., ...)`` writes ``_meta.json``: the command line,
@@ -28,6 +30,8 @@ Example::
 from __future__ import annotations
 
 import contextlib
+import errno
+import fcntl
 import glob
 import json
 import os
@@ -43,8 +47,9 @@ import pyarrow as pa
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
-from rectool import __version__
+from rectool import __version__, console
 from rectool.errors import UserError
+from rectool.faults import fault_point
 
 META_FILE = "_meta.json"
 STDIO = "-"
@@ -186,80 +191,191 @@ def write_meta(directory: Path, kind: str, inputs: Sequence[Any] = (), rows: int
 
 
 # ----------------------------------------------------------------------------- atomic writes
+#
+# One output path, one writer: a writer holds ``.NAME.lock`` (flock) from its first check to its
+# commit, so a second run fails at once in one line instead of replacing the first one's output.
+# The commit is a rename that never replaces what the user did not ask to replace
+# (RENAME_NOREPLACE), and ``--overwrite`` swaps old and new in one step (RENAME_EXCHANGE): a
+# reader finds the complete old output or the complete new one at every instant. Where the
+# filesystem cannot exchange, the old output is first renamed to ``.NAME.old-PID-*`` and a crash
+# between the two renames is repaired by the next writer: it restores that backup, never deletes it.
+
+_RENAME_NOREPLACE, _RENAME_EXCHANGE = 1, 2
+_AT_FDCWD = -100
 
 
-def _pid_alive(pid: int) -> bool:
+def _libc_renameat2():  # noqa: ANN202
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.renameat2, ctypes.get_errno
+    except (OSError, AttributeError):  # not glibc >= 2.28: the portable fallbacks below
+        return None
 
 
-def _sweep_stale_temps(final: Path) -> None:
-    """Remove temp siblings of ``final`` left by processes that were killed."""
-    for stale in final.parent.glob(f".{final.name}.tmp-*"):
+_RENAMEAT2 = _libc_renameat2()
+
+
+class _Unsupported(Exception):
+    """renameat2 or its flag is not available on this system or filesystem."""
+
+
+def _renameat2(src: Path, dst: Path, flags: int) -> None:
+    if _RENAMEAT2 is None:
+        raise _Unsupported
+    call, get_errno = _RENAMEAT2
+    if call(_AT_FDCWD, os.fsencode(src), _AT_FDCWD, os.fsencode(dst), flags) == 0:
+        return
+    err = get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+        raise _Unsupported
+    raise OSError(err, os.strerror(err), os.fspath(dst))
+
+
+def _rename_noreplace(src: Path, dst: Path) -> None:
+    """Rename, failing with FileExistsError if ``dst`` exists (atomically where the OS can)."""
+    try:
+        _renameat2(src, dst, _RENAME_NOREPLACE)
+        return
+    except _Unsupported:
+        pass
+    if src.is_dir():  # rename(2) refuses a non-empty directory target; check for the rest
+        if os.path.lexists(dst):
+            raise FileExistsError(errno.EEXIST, "File exists", os.fspath(dst))
+        os.rename(src, dst)
+    else:  # link(2) never replaces
+        os.link(src, dst)
+        os.unlink(src)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+
+
+def _commit(tmp: Path, final: Path, overwrite: bool) -> None:
+    """Move the finished ``tmp`` to ``final``; replace an existing ``final`` only with ``overwrite``."""
+    fault_point("artifacts.before_commit")
+    if overwrite and os.path.lexists(final):
         try:
-            pid = int(stale.name.rsplit(".tmp-", 1)[1].split("-")[0])
-        except ValueError:
-            continue
-        if not _pid_alive(pid):
-            if stale.is_dir():
-                shutil.rmtree(stale, ignore_errors=True)
-            else:
-                stale.unlink(missing_ok=True)
+            _renameat2(tmp, final, _RENAME_EXCHANGE)
+        except _Unsupported:
+            _replace_with_backup(tmp, final)
+            return
+        except FileNotFoundError:  # removed meanwhile: nothing left to exchange with
+            pass
+        else:
+            fault_point("artifacts.after_exchange")
+            _remove(tmp)  # the old output, now under the temp name
+            return
+    try:
+        _rename_noreplace(tmp, final)
+    except FileExistsError:
+        _remove(tmp)
+        raise UserError(f"output {final}: another process created it while this run was writing; nothing was "
+                        "replaced — pass --overwrite to replace it or choose another path") from None
 
 
-def _prepare(path: str | os.PathLike[str], overwrite: bool) -> tuple[Path, Path]:
-    final = Path(os.fspath(path))
-    if final.exists() and not overwrite:
+def _replace_with_backup(tmp: Path, final: Path) -> None:
+    if not tmp.is_dir():  # a file replaces a file in one rename(2)
+        os.replace(tmp, final)
+        return
+    backup = final.parent / f".{final.name}.old-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+    os.rename(final, backup)
+    fault_point("artifacts.mid_overwrite")
+    os.rename(tmp, final)
+    _remove(backup)
+
+
+def _sweep_leftovers(final: Path) -> None:
+    """Repair what a killed writer of ``final`` left. Runs under the output's lock, so no live
+    rectool process owns these: unfinished temps go; a backup whose output is missing comes back."""
+    for backup in sorted(final.parent.glob(f".{final.name}.old-*")):
+        if not os.path.lexists(final):
+            os.rename(backup, final)
+            console.log(f"restored {final} from {backup.name}, left by an --overwrite that was killed")
+        else:
+            _remove(backup)
+    for stale in final.parent.glob(f".{final.name}.tmp-*"):
+        _remove(stale)
+
+
+@contextlib.contextmanager
+def output_lock(final: Path) -> Iterator[None]:
+    """Hold ``.NAME.lock`` beside ``final``; a second holder fails at once with a one-line error."""
+    lock = final.parent / f".{final.name}.lock"
+    while True:
+        try:
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise UserError(f"output {final}: cannot write in {final.parent} ({exc.strerror}); "
+                            "choose a writable place") from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
+            os.close(fd)
+            who = f" (pid {holder})" if holder.isdigit() else ""
+            raise UserError(f"output {final}: another rectool process{who} is writing it now; wait for it to "
+                            "finish or choose another path") from None
+        try:  # the previous holder may have unlinked the file we opened: lock the current one
+            current = os.stat(lock).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            current = False
+        if current:
+            break
+        os.close(fd)
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, str(os.getpid()).encode(), 0)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(lock)
+        os.close(fd)
+
+
+def _refuse_existing(final: Path, overwrite: bool) -> None:
+    if os.path.lexists(final) and not overwrite:
         raise UserError(f"output {final} already exists; pass --overwrite to replace it or choose another path")
+
+
+@contextlib.contextmanager
+def _atomic(path: str | os.PathLike[str], overwrite: bool, make_dir: bool) -> Iterator[Path]:
+    final = Path(os.fspath(path))
+    _refuse_existing(final, overwrite)  # before any work
     try:
         final.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise UserError(f"output {final}: cannot create its parent directory ({exc.strerror})") from exc
-    _sweep_stale_temps(final)
-    tmp = final.parent / f".{final.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    return final, tmp
+    with output_lock(final):
+        _sweep_leftovers(final)
+        _refuse_existing(final, overwrite)  # again, now that no other writer can get in between
+        tmp = final.parent / f".{final.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        if make_dir:
+            tmp.mkdir()
+        try:
+            yield tmp
+            if not os.path.lexists(tmp):
+                raise RuntimeError(f"nothing was written to {tmp}")
+        except BaseException:
+            _remove(tmp)
+            raise
+        _commit(tmp, final, overwrite)
 
 
-def _swap_into_place(tmp: Path, final: Path) -> None:
-    if final.exists():
-        old = final.parent / f".{final.name}.tmp-{os.getpid()}-old{uuid.uuid4().hex[:6]}"
-        os.replace(final, old)
-        os.replace(tmp, final)
-        shutil.rmtree(old, ignore_errors=True) if old.is_dir() else old.unlink(missing_ok=True)
-    else:
-        os.replace(tmp, final)
-
-
-@contextlib.contextmanager
-def atomic_dir(path: str | os.PathLike[str], overwrite: bool = False) -> Iterator[Path]:
+def atomic_dir(path: str | os.PathLike[str], overwrite: bool = False) -> contextlib.AbstractContextManager[Path]:
     """Yield a temp directory that becomes ``path`` only if the block succeeds."""
-    final, tmp = _prepare(path, overwrite)
-    tmp.mkdir()
-    try:
-        yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    _swap_into_place(tmp, final)
+    return _atomic(path, overwrite, make_dir=True)
 
 
-@contextlib.contextmanager
-def atomic_file(path: str | os.PathLike[str], overwrite: bool = False) -> Iterator[Path]:
+def atomic_file(path: str | os.PathLike[str], overwrite: bool = False) -> contextlib.AbstractContextManager[Path]:
     """Yield a temp file path that becomes ``path`` only if the block succeeds."""
-    final, tmp = _prepare(path, overwrite)
-    try:
-        yield tmp
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    if not tmp.exists():
-        raise RuntimeError(f"nothing was written to {tmp}")
-    _swap_into_place(tmp, final)
+    return _atomic(path, overwrite, make_dir=False)
 
 
 def dictionary_columns(schema: pa.Schema) -> list[str]:
