@@ -199,7 +199,8 @@ def test_debug_env_shows_traceback(tmp_path):
     env = {"RECTOOL_DEBUG": "1", "PATH": ""}
     proc = subprocess.run([sys.executable, "-m", "rectool", "convert", str(tmp_path / "nope.csv"), "-o",
                            str(tmp_path / "o")], capture_output=True, text=True, env=env, cwd=ROOT)
-    assert proc.returncode != 0 and "Traceback" in proc.stderr and "UserError" in proc.stderr
+    assert proc.returncode == 2 and "Traceback" in proc.stderr and "UserError" in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: ")
 
 
 # ----------------------------------------------------------------------------- interruption

@@ -1,17 +1,22 @@
 """The ``rectool`` command line: one Typer app, a thin layer over the library.
 
-Each command module registers plain functions; ``main()`` turns a ``UserError`` into
-one line on stderr and exit code 2 (``RECTOOL_DEBUG=1`` shows the traceback), and
-Ctrl-C into exit code 130 (atomic writers have already removed their temp output).
+Each command module registers plain functions; ``command`` turns a ``UserError`` (and an
+OS error a user can fix: permissions, a read-only or full disk, a missing path) into one
+line on stderr and exit code 2 (``RECTOOL_DEBUG=1`` adds the traceback, same exit code),
+and Ctrl-C into exit code 130 (atomic writers have already removed their temp output).
+A bad flag or value is one line and exit code 2 as well.
 """
 
 from __future__ import annotations
 
+import errno
 import functools
 import sys
+import traceback
 from typing import Annotated
 
 import typer
+from typer._click.exceptions import UsageError
 
 from rectool import __version__
 from rectool.cli import ingest, ranking, retrieval, train
@@ -42,6 +47,27 @@ def _root(
     """Recommender-systems toolkit: raw behaviour logs -> features -> models -> retrieval -> result."""
 
 
+# OS errors a user can fix (a path they named is unreadable, read-only, full, missing): one line
+_USER_OS_ERRORS = {
+    errno.EACCES: "permission denied; check its permissions or choose another path",
+    errno.EPERM: "operation not permitted; check its permissions or choose another path",
+    errno.EROFS: "read-only file system; choose a writable path",
+    errno.ENOSPC: "no space left on the device; free some or choose another path",
+    errno.EDQUOT: "disk quota exceeded; free some space or choose another path",
+    errno.ENOENT: "no such file or directory; check the path",
+    errno.ENOTDIR: "a component of the path is not a directory; check the path",
+    errno.EISDIR: "is a directory, expected a file; check the path",
+}
+
+
+def _fail(message: str, code: int) -> None:
+    """One line on stderr and exit ``code``; with ``RECTOOL_DEBUG=1`` the traceback first, same code."""
+    if debug_enabled():
+        traceback.print_exc()
+    sys.stderr.write(message + "\n")
+    raise typer.Exit(code) from None
+
+
 def command(group: typer.Typer, name: str):
     """Register ``func`` as a command whose user errors become one line and exit code 2."""
 
@@ -51,20 +77,29 @@ def command(group: typer.Typer, name: str):
             try:
                 return func(*args, **kwargs)
             except UserError as exc:
-                if debug_enabled():
-                    raise
-                sys.stderr.write(f"error: {exc}\n")
-                raise typer.Exit(EXIT_USER_ERROR) from None
+                _fail(f"error: {exc}", EXIT_USER_ERROR)
             except KeyboardInterrupt:
-                if debug_enabled():
+                _fail("interrupted: no partial output was left behind", EXIT_INTERRUPTED)
+            except OSError as exc:
+                if exc.errno not in _USER_OS_ERRORS:
                     raise
-                sys.stderr.write("interrupted: no partial output was left behind\n")
-                raise typer.Exit(EXIT_INTERRUPTED) from None
+                where = exc.filename if exc.filename is not None else name
+                _fail(f"error: {where}: {_USER_OS_ERRORS[exc.errno]}", EXIT_USER_ERROR)
 
         group.command(name)(guarded)
         return func
 
     return register
+
+
+def _one_line_usage_error(self, file=None) -> None:  # noqa: ANN001, ARG001
+    """Click's usage errors (bad flag, bad value) print usage + hint + error on three lines; rectool's
+    promise is one line on stderr, so the error says where help is instead."""
+    where = f"{self.ctx.command_path} --help" if self.ctx is not None else "rectool --help"
+    sys.stderr.write(f"error: {' '.join(self.format_message().split())} (see '{where}')\n")
+
+
+UsageError.show = _one_line_usage_error  # NoArgsIsHelpError keeps its own show (the help text)
 
 
 # in pipeline order: raw data -> ranking stages -> models -> retrieval -> results
