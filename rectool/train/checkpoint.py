@@ -5,14 +5,16 @@ Layout under ``model_dir``::
     config.yaml              the resolved config
     input_spec.json          how parquet columns become tensors
     loader_workers.txt       the loader process count (``num_workers: auto`` resolved once: it fixes the batch order)
-    checkpoints/ckpt-00001000.pt   every ``checkpoint_every`` steps and at the end; the last K kept
+    checkpoints/ckpt-00001000.pt   every ``checkpoint_minutes`` (5) or ``checkpoint_every`` steps and at the end;
+                             the last K kept
     checkpoints/best.pt      the best by ``train.best_metric``
     metrics.jsonl            one JSON line per log / eval event
     tensorboard/             TensorBoard event files
 
 A checkpoint holds: model, optimiser and scheduler states, ``step`` (global),
 ``epoch``, ``step_in_epoch`` (the data position), RNG states, the best metric so far,
-the config text and versions. Files are written to a temp name and renamed.
+the config text and versions. Files are written to a temp name and renamed; a temp
+left by a process killed mid-save is swept by the next run (``sweep_temps``).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import torch
 
 from rectool import __version__
 from rectool.errors import UserError
+from rectool.faults import fault_point
 
 _NAME = re.compile(r"^ckpt-(\d+)\.pt$")
 
@@ -66,7 +69,18 @@ def save(path: Path, payload: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     torch.save(payload, tmp)
+    fault_point("checkpoint.before_rename")
     os.replace(tmp, path)
+
+
+def sweep_temps(model_dir: Path) -> list[Path]:
+    """Remove half-written checkpoints (``.ckpt-*.pt.tmp-PID``) of killed runs. The caller holds
+    the model_dir's lock, so no live process is writing them."""
+    folder = checkpoint_dir(model_dir)
+    stale = sorted(folder.glob(".*.tmp-*")) if folder.is_dir() else []
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale
 
 
 def load(path: Path) -> dict[str, Any]:

@@ -354,6 +354,9 @@ class TrainConfig(Strict):
     eval_every: int | None = Field(default=None, gt=0, description="steps; evaluation also runs at the end")
     checkpoint_every: int | None = Field(default=None, gt=0,
                                          description="steps; a checkpoint is also written at the end")
+    checkpoint_minutes: float | None = Field(
+        default=5.0, gt=0, description="wall-clock minutes of training between checkpoints (checked at log "
+                                       "steps), so a killed run loses at most this much; null: steps only")
     keep_checkpoints: int = Field(default=3, ge=1)
     best_metric: str = "auc"
     best_mode: Literal["max", "min"] = "max"

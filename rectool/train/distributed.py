@@ -79,6 +79,15 @@ def mean_scalar(value: float, device: torch.device) -> float:
     return float(t.item()) / dist.get_world_size()
 
 
+def any_true(flag: bool, device: torch.device) -> bool:
+    """True on every rank when ``flag`` is true on any rank (a decision all ranks must share)."""
+    if not dist.is_initialized():
+        return flag
+    t = torch.tensor([1.0 if flag else 0.0], device=device)
+    dist.all_reduce(t)
+    return bool(t.item() > 0)
+
+
 def broadcast_object(obj):  # noqa: ANN001, ANN201
     if not dist.is_initialized():
         return obj

@@ -23,6 +23,7 @@ import contextlib
 import json
 import math
 import os
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -32,7 +33,9 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from rectool import console
+from rectool.artifacts import output_lock
 from rectool.errors import UserError
+from rectool.faults import fault_point
 from rectool.train import checkpoint as ckpt
 from rectool.train import distributed as D
 from rectool.train.config import Config, dump_config
@@ -45,19 +48,38 @@ from rectool.train.schema import build_input_spec, normalizer_stats
 
 
 class _Log:
-    """metrics.jsonl + TensorBoard on rank 0; nothing elsewhere."""
+    """metrics.jsonl + TensorBoard on rank 0; nothing elsewhere.
 
-    def __init__(self, model_dir: Path, enabled: bool) -> None:
+    They continue the checkpoint the run starts from: records after its step (written by a run
+    killed later) are dropped, so a resumed run never logs a step twice; a fresh start drops them all.
+    """
+
+    def __init__(self, model_dir: Path, enabled: bool, start_step: int | None) -> None:
         self.enabled = enabled
         self.tb = None
+        self.records: list[dict[str, Any]] = []
         if enabled:
-            self.jsonl = open(model_dir / "metrics.jsonl", "a")  # noqa: SIM115 (closed in close())
+            path = model_dir / "metrics.jsonl"
+            self.records = _records_up_to(path, start_step)
+            tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+            tmp.write_text("".join(json.dumps(r) + "\n" for r in self.records))
+            os.replace(tmp, path)
+            self.jsonl = open(path, "a")  # noqa: SIM115 (closed in close())
+            if start_step is None:
+                shutil.rmtree(model_dir / "tensorboard", ignore_errors=True)
             try:
                 from torch.utils.tensorboard import SummaryWriter
 
-                self.tb = SummaryWriter(str(model_dir / "tensorboard"))
+                # purge_step: TensorBoard hides the events a killed run logged after the checkpoint
+                self.tb = SummaryWriter(str(model_dir / "tensorboard"),
+                                        purge_step=None if start_step is None else start_step + 1)
             except ImportError:  # tensorboard is a dependency, but logging must never stop training
                 self.tb = None
+
+    def last(self, kind: str, step: int) -> dict[str, float] | None:
+        """The record of ``kind`` at ``step`` already logged (a finished run rerun), or None."""
+        found = [r for r in self.records if r.get("kind") == kind and r.get("step") == step]
+        return {k: v for k, v in found[-1].items() if k not in ("kind", "step", "time")} if found else None
 
     def write(self, kind: str, step: int, values: dict[str, float]) -> None:
         if not self.enabled:
@@ -76,6 +98,21 @@ class _Log:
                 self.tb.close()
 
 
+def _records_up_to(path: Path, step: int | None) -> list[dict[str, Any]]:
+    """metrics.jsonl's records up to ``step`` (none for a fresh start); a line cut by a kill is dropped."""
+    if step is None or not path.is_file():
+        return []
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(record, dict) and isinstance(record.get("step"), int) and record["step"] <= step:
+            kept.append(record)
+    return kept
+
+
 def _to(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
     if device.type == "cpu":
         return batch
@@ -90,6 +127,8 @@ def _cores_per_process() -> int:
 def _threads(cfg: Config) -> int:
     return cfg.train.threads or _cores_per_process()
 
+
+_clock = time.monotonic  # the checkpoint cadence's clock (a test sets it)
 
 LOADER_WORKERS_FILE = "loader_workers.txt"
 
@@ -127,6 +166,8 @@ def _prepare_model_dir(cfg: Config, spec: InputSpec, dist: D.Dist, resume: bool)
     existing = ckpt.list_checkpoints(model_dir)
     if dist.is_main:
         model_dir.mkdir(parents=True, exist_ok=True)
+        for stale in ckpt.sweep_temps(model_dir):
+            console.log(f"removed {stale.name}, a checkpoint a killed run left half-written")
         saved = model_dir / "config.yaml"
         if existing and not resume:
             raise UserError(f"train.model_dir {model_dir}: already holds checkpoints; resume (drop --no-resume) "
@@ -149,7 +190,16 @@ def train(cfg: Config, device: str = "auto", resume: bool = True) -> dict[str, A
     """Train the configured model; returns the summary figures."""
     dist = D.setup(device)
     try:
-        return _train(cfg, dist, resume)
+        with contextlib.ExitStack() as held:
+            if dist.is_main:  # one training per model_dir: a second one fails at once, in one line
+                model_dir = Path(cfg.train.model_dir)
+                try:
+                    model_dir.parent.mkdir(parents=True, exist_ok=True)
+                except OSError as exc:
+                    raise UserError(f"train.model_dir {model_dir}: cannot create it ({exc.strerror}); "
+                                    "choose a writable place") from exc
+                held.enter_context(output_lock(model_dir))
+            return _train(cfg, dist, resume)
     finally:
         D.teardown()
 
@@ -219,12 +269,16 @@ def _train(cfg: Config, dist: D.Dist, resume: bool) -> dict[str, Any]:
         step, epoch0, skip, best = state["step"], state["epoch"], state["step_in_epoch"], state.get("best")
         ckpt.set_rng_state(state["rng"])
         console.log(f"resuming from {found[-1]} (step {step}, epoch {epoch0}, batch {skip})")
+    else:
+        console.log(f"starting fresh: no checkpoint in {model_dir}")
 
-    log = _Log(model_dir, dist.is_main)
+    log = _Log(model_dir, dist.is_main, step if found else None)
     last_saved = step if found else -1
+    checkpoint_seconds = cfg.train.checkpoint_minutes * 60 if cfg.train.checkpoint_minutes else None
+    last_save_time = _clock()
 
     def save(epoch: int, in_epoch: int, metrics: dict[str, float] | None) -> None:
-        nonlocal best, last_saved
+        nonlocal best, last_saved, last_save_time
         if dist.is_main:
             payload = {"model": module.state_dict(), "optimizers": [o.state_dict() for o in opts],
                        "schedulers": [s.state_dict() for s in scheds], "step": step, "epoch": epoch,
@@ -243,6 +297,7 @@ def _train(cfg: Config, dist: D.Dist, resume: bool) -> dict[str, Any]:
             ckpt.prune(model_dir, cfg.train.keep_checkpoints)
         last_saved = step
         D.barrier()
+        last_save_time = _clock()
 
     # ---- the loop ----------------------------------------------------------------------
     model.train()
@@ -284,7 +339,13 @@ def _train(cfg: Config, dist: D.Dist, resume: bool) -> dict[str, Any]:
                 seen += n
                 window_loss += float(loss.detach()) * n
                 window_n += n
+                fault_point("train.step")
+                time_due = False
                 if step % cfg.train.log_every == 0 or step == total_steps:
+                    # every rank saves at the same step: the clock of any rank that is due decides
+                    elapsed = _clock() - last_save_time
+                    time_due = checkpoint_seconds is not None and D.any_true(elapsed >= checkpoint_seconds,
+                                                                             dist.device)
                     mean_loss = D.mean_scalar(window_loss / max(window_n, 1), dist.device)
                     rate = seen * dist.world / max(time.perf_counter() - t0, 1e-9)
                     log.write("train", step, {"loss": mean_loss, "lr": opts[0].param_groups[0]["lr"],
@@ -298,14 +359,20 @@ def _train(cfg: Config, dist: D.Dist, resume: bool) -> dict[str, Any]:
                     metrics = evaluate(model, eval_loader, cfg, dist)
                     log.write("eval", step, metrics)
                     eval_metrics = metrics
-                if cfg.train.checkpoint_every and step % cfg.train.checkpoint_every == 0 and step < total_steps:
+                step_due = bool(cfg.train.checkpoint_every) and step % cfg.train.checkpoint_every == 0
+                if (step_due or time_due) and step < total_steps:
                     done_epoch = in_epoch >= steps_per_epoch[epoch]
                     save(epoch + 1 if done_epoch else epoch, 0 if done_epoch else in_epoch, metrics)
             del batches
     train_seconds = time.perf_counter() - t0
     if eval_loader is not None:
-        eval_metrics = evaluate(model, eval_loader, cfg, dist)
-        log.write("eval", step, eval_metrics)
+        # a finished run rerun: its final evaluation is already logged (no duplicate step in metrics.jsonl)
+        done = D.broadcast_object(log.last("eval", step) if found and last_saved == step else None)
+        if done is not None:
+            eval_metrics = done
+        else:
+            eval_metrics = evaluate(model, eval_loader, cfg, dist)
+            log.write("eval", step, eval_metrics)
     if last_saved != step:
         save(cfg.train.epochs, 0, eval_metrics)
     log.close()
