@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -11,7 +10,7 @@ from typing import Annotated
 import typer
 
 from rectool import console
-from rectool.cli.options import OverwriteOpt, QuietOpt
+from rectool.cli.options import Device, OverwriteOpt, QuietOpt
 
 ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="Training config (YAML).")]
 SetOpt = Annotated[list[str] | None, typer.Option("--set", help="Override a config value: KEY.PATH=VALUE "
@@ -25,31 +24,45 @@ def _split(values: list[str] | None) -> list[str]:
 def train(
     config: ConfigOpt,
     set_: SetOpt = None,
-    nproc: Annotated[int, typer.Option("--nproc", help="Processes to launch with torch.distributed.run.")] = 1,
-    device: Annotated[str, typer.Option(help="auto (CUDA when present), cpu or cuda.")] = "auto",
+    nproc: Annotated[int, typer.Option("--nproc", help="Processes per machine, launched with "
+                                                      "torch.distributed.run.")] = 1,
+    nnodes: Annotated[int, typer.Option("--nnodes", help="Machines taking part (run the same command on each).")]
+    = 1,
+    node_rank: Annotated[int | None, typer.Option("--node-rank", help="This machine's number, 0..nnodes-1.")]
+    = None,
+    master_addr: Annotated[str | None, typer.Option("--master-addr", help="Address of the machine with "
+                                                                           "--node-rank 0.")] = None,
+    master_port: Annotated[int | None, typer.Option("--master-port", help="A free port on that machine "
+                                                                           "(default 29500).")] = None,
+    rdzv_endpoint: Annotated[str | None, typer.Option("--rdzv-endpoint", help="HOST:PORT of a c10d rendezvous "
+                                                                               "(instead of --master-addr and "
+                                                                               "--node-rank).")] = None,
+    device: Annotated[Device, typer.Option(help="auto (CUDA when present), cpu or cuda.")] = Device.auto,
     resume: Annotated[bool, typer.Option("--resume/--no-resume",
                                          help="Continue from the latest checkpoint in model_dir.")] = True,
     quiet: QuietOpt = False,
 ) -> None:
     """Train a model from a YAML config; rerunning resumes from the latest checkpoint."""
-    from rectool.errors import UserError
     from rectool.train.config import load_config
+    from rectool.train.launch import LaunchOptions, launch, worker_guard
 
     console.set_quiet(quiet)
     cfg = load_config(config, set_ or [])
-    if device not in ("auto", "cpu", "cuda"):
-        raise UserError(f"--device {device}: choose auto, cpu or cuda")
-    if nproc < 1:
-        raise UserError("--nproc must be at least 1")
-    if nproc > 1 and "WORLD_SIZE" not in os.environ:
+    where = LaunchOptions(nproc=nproc, nnodes=nnodes, node_rank=node_rank, master_addr=master_addr,
+                          master_port=master_port, rdzv_endpoint=rdzv_endpoint)
+    if where.distributed and "WORLD_SIZE" not in os.environ:
         _check_data(cfg)  # user errors in one line here, before any worker starts
         from rectool.train.inputs import warm_kernels
 
         warm_kernels()
-        sys.exit(_launch(nproc, config, set_ or [], device, resume, quiet))
+        worker = ["train", "--config", str(config), "--device", device.value, *[a for s in set_ or [] for a in
+                                                                                ("--set", s)],
+                  "--resume" if resume else "--no-resume", *(["--quiet"] if quiet else [])]
+        sys.exit(launch(where, worker, Path(cfg.train.model_dir)))
     from rectool.train.trainer import train as run_train
 
-    summary = run_train(cfg, device=device, resume=resume)
+    with worker_guard():
+        summary = run_train(cfg, device=device.value, resume=resume)
     if console.rank() == 0:
         console.summary("train", summary)
         console.emit_path(summary["model_dir"])
@@ -63,19 +76,6 @@ def _check_data(cfg) -> None:  # noqa: ANN001
 
     files = list_files(cfg.data.train_input, "data.train_input")
     build_input_spec(cfg, pq.read_schema(files[0]), cfg.data.train_input)
-
-
-def _launch(nproc: int, config: Path, sets: list[str], device: str, resume: bool, quiet: bool) -> int:
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
-           "-m", "rectool", "train", "--config", str(config), "--device", device]
-    for s in sets:
-        cmd += ["--set", s]
-    cmd += ["--resume" if resume else "--no-resume"] + (["--quiet"] if quiet else [])
-    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
-    rc = subprocess.call(cmd, env=env)
-    if rc != 0:
-        sys.stderr.write(f"error: distributed training failed (exit {rc}); the worker's message is above\n")
-    return rc
 
 
 def config_check(
@@ -138,7 +138,7 @@ def predict(
         "--reserved-columns", help="Input columns copied to the output (comma separated).")] = None,
     output_columns: Annotated[list[str] | None, typer.Option(
         "--output-columns", help="score, probs, class (comma separated).")] = None,
-    batch_size: Annotated[int, typer.Option(help="Rows per model call.")] = 65_536,
+    batch_size: Annotated[int, typer.Option(min=1, help="Rows per model call.")] = 65_536,
     overwrite: OverwriteOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -161,7 +161,7 @@ def embed(
     id_column: Annotated[str, typer.Option(help="The item id column.")] = "item_id",
     reserved_columns: Annotated[list[str] | None, typer.Option(
         "--reserved-columns", help="Item columns copied to the output (comma separated).")] = None,
-    batch_size: Annotated[int, typer.Option(help="Items per program call.")] = 65_536,
+    batch_size: Annotated[int, typer.Option(min=1, help="Items per program call.")] = 65_536,
     program: Annotated[str | None, typer.Option(help="item_tower or item_embedding (default: the one present).")]
     = None,
     overwrite: OverwriteOpt = False,

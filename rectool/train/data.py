@@ -4,6 +4,8 @@ No per-row Python: row groups (or slices of them, the *units*) are read with pya
 and converted column-wise (``rectool.train.inputs.to_tensors``); batches are index
 slices of a shuffle buffer.
 
+    row groups ──(sliced until there are ≥ 4 × ranks × workers units, down to single rows on
+                  a small input)──► units
     units ──(seeded permutation per epoch)──► rank r takes units[r::world]
           ──► loader worker w takes [w::workers] ──► shuffle buffer (≥ ``shuffle_buffer``
           rows, remainder carried over) ──► batches of ``batch_size``
@@ -90,10 +92,31 @@ class Layout:
 
 
 def list_files(spec: str, what: str) -> list[str]:
+    """The parquet files of an input, each with a readable footer (zero-byte, truncated and foreign
+    files are refused here, in one line, before any process reads rows)."""
     files = parquet_files(expand_paths(spec, what))
     if not files:
         raise UserError(f"{what} {spec}: holds no parquet file")
+    for f in files:
+        try:
+            pq.read_metadata(f)
+        except (pa.ArrowException, OSError) as exc:
+            raise UserError(f"{what} {f}: not a readable parquet file ({_first_line(exc)}); "
+                            "rewrite it or remove it from the input") from exc
     return files
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:200] if text else type(exc).__name__
+
+
+def _read_unit(pf: pq.ParquetFile, unit: Unit, columns: list[str]) -> pa.Table:
+    try:
+        return pf.read_row_group(unit.row_group, columns=columns).slice(unit.start, unit.rows)
+    except (pa.ArrowException, OSError) as exc:  # a corrupt page: its footer was fine
+        raise UserError(f"{unit.file}: row group {unit.row_group} cannot be read ({_first_line(exc)}); "
+                        "rewrite the file or remove it from the input") from exc
 
 
 def plan_units(files: list[str], parts: int) -> list[Unit]:
@@ -102,16 +125,23 @@ def plan_units(files: list[str], parts: int) -> list[Unit]:
     for f in files:
         try:
             meta = pq.ParquetFile(f).metadata
-        except (pa.ArrowInvalid, OSError) as exc:
-            raise UserError(f"{f}: not a readable parquet file ({exc})") from exc
+        except (pa.ArrowException, OSError) as exc:
+            raise UserError(f"{f}: not a readable parquet file ({_first_line(exc)})") from exc
         groups += [(f, i, meta.row_group(i).num_rows) for i in range(meta.num_row_groups)
                    if meta.row_group(i).num_rows > 0]
-    units: list[Unit] = []
     split = max(1, math.ceil(parts / max(len(groups), 1)))
-    for f, rg, n in groups:
-        k = max(1, min(split, n // MIN_UNIT_ROWS))
-        bounds = np.linspace(0, n, k + 1).astype(int)
-        units += [Unit(f, rg, int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
+
+    def cut(min_rows: int) -> list[Unit]:
+        units: list[Unit] = []
+        for f, rg, n in groups:
+            k = max(1, min(split, n // min_rows))
+            bounds = np.linspace(0, n, k + 1).astype(int)
+            units += [Unit(f, rg, int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
+        return units
+
+    units = cut(MIN_UNIT_ROWS)  # slices big enough that reading one is cheap
+    if len(units) < parts:  # a small input: slices down to single rows, so every rank and worker gets a share
+        units = cut(1)
     return units
 
 
@@ -151,7 +181,7 @@ class BatchStream(IterableDataset):
         held = 0
         for unit in self.worker_units(worker, workers):
             pf = files.get(unit.file) or files.setdefault(unit.file, pq.ParquetFile(unit.file))
-            table = pf.read_row_group(unit.row_group, columns=self.columns).slice(unit.start, unit.rows)
+            table = _read_unit(pf, unit, self.columns)
             tensors = to_tensors(table, self.spec, source=unit.file)
             for k in self.keys:
                 tensors["key:" + k] = torch.from_numpy(
@@ -237,5 +267,10 @@ class Loader:
 
     def batches(self, epoch: int) -> Iterator[dict[str, torch.Tensor]]:
         """This rank's batches of ``epoch`` as a dict of column tensors."""
-        for packed in self.epoch(epoch):
-            yield self.layout.unpack(packed)
+        try:
+            for packed in self.epoch(epoch):
+                yield self.layout.unpack(packed)
+        except UserError as exc:  # raised in a loader process: DataLoader appends that process's traceback
+            message = str(exc)
+            raise UserError(message.rsplit("UserError: ", 1)[-1] if "Original Traceback" in message
+                            else message) from None

@@ -62,15 +62,6 @@ def barrier() -> None:
         dist.barrier()
 
 
-def gather_array(values: np.ndarray) -> np.ndarray:
-    """Concatenate a 1-D/2-D array from every rank (same dtype, any length), on every rank."""
-    if not dist.is_initialized():
-        return values
-    parts: list = [None] * dist.get_world_size()
-    dist.all_gather_object(parts, values)
-    return np.concatenate(parts)
-
-
 def mean_scalar(value: float, device: torch.device) -> float:
     if not dist.is_initialized():
         return value
@@ -96,13 +87,44 @@ def broadcast_object(obj):  # noqa: ANN001, ANN201
     return box[0]
 
 
-def average_sparse_grads(params: list[torch.nn.Parameter]) -> None:
-    """Mean of the sparse row gradients over ranks (gloo all-reduces sparse tensors)."""
+def gather_arrays(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Concatenate each named array over ranks (rank order), on every rank; a rank may hold none."""
+    if not dist.is_initialized():
+        return arrays
+    parts: list = [None] * dist.get_world_size()
+    dist.all_gather_object(parts, arrays)
+    names = sorted({k for p in parts for k in p})
+    return {k: np.concatenate([p[k] for p in parts if k in p]) for k in names}
+
+
+def average_row_grads(params: list[torch.nn.Parameter]) -> None:
+    """Mean over ranks of the embedding tables' sparse row gradients, with dense collectives only.
+
+    The touched row ids are gathered from every rank, each rank scatters its rows into a dense
+    [union, dim] block, and one all-reduce sums the blocks: the same code under gloo and nccl
+    (which has no sparse all-reduce), moving only rows some rank touched.
+    """
     world = dist.get_world_size()
     for p in params:
-        if p.grad is None:  # this rank did not touch the table: contribute an empty gradient
-            p.grad = torch.sparse_coo_tensor(torch.empty(1, 0, dtype=torch.int64), torch.empty(0, *p.shape[1:]),
-                                             p.shape)
-        grad = p.grad.coalesce()
-        dist.all_reduce(grad)
-        p.grad = grad.coalesce() / world
+        local = p.grad.coalesce() if p.grad is not None else None
+        ids = local.indices()[0] if local is not None else torch.empty(0, dtype=torch.int64, device=p.device)
+        union = torch.unique(torch.cat(_all_gather_varlen(ids)))
+        block = torch.zeros((union.numel(), *p.shape[1:]), dtype=p.dtype, device=p.device)
+        if local is not None and ids.numel():
+            block[torch.searchsorted(union, ids)] = local.values()
+        dist.all_reduce(block)
+        p.grad = torch.sparse_coo_tensor(union.unsqueeze(0), block / world, p.shape, is_coalesced=True)
+
+
+def _all_gather_varlen(values: torch.Tensor) -> list[torch.Tensor]:
+    """``all_gather`` of 1-D tensors whose lengths differ by rank (padded to the longest)."""
+    world = dist.get_world_size()
+    size = torch.tensor([values.numel()], dtype=torch.int64, device=values.device)
+    sizes = [torch.zeros_like(size) for _ in range(world)]
+    dist.all_gather(sizes, size)
+    longest = int(max(s.item() for s in sizes))
+    padded = torch.zeros(longest, dtype=values.dtype, device=values.device)
+    padded[:values.numel()] = values
+    out = [torch.zeros_like(padded) for _ in range(world)]
+    dist.all_gather(out, padded)
+    return [o[:int(s.item())] for o, s in zip(out, sizes)]

@@ -156,7 +156,8 @@ def evaluate(model: Model, loader: Loader, cfg: Config, dist: D.Dist) -> dict[st
         for k, v in module.eval_step(module(batch), batch).items():
             parts.setdefault(k, []).append(v)
     module.train()
-    arrays = {k: D.gather_array(np.concatenate(v)) for k, v in sorted(parts.items())}
+    # every rank takes part in the gather, also one that holds no eval rows (an empty dict)
+    arrays = D.gather_arrays({k: np.concatenate(v) for k, v in parts.items()})
     rows = next(iter(arrays.values())).shape[0] if arrays else 0
     return module.eval_metrics(arrays, cfg) | {"rows": int(rows)}
 
@@ -213,19 +214,17 @@ def _train(cfg: Config, dist: D.Dist, resume: bool) -> dict[str, Any]:
     spec = build_input_spec(cfg, pq.read_schema(files[0]), cfg.data.train_input)
     stats = normalizer_stats(cfg, files)
     extras = MODELS[cfg.model.type].gather_extras(cfg, files)
-    # sparse row gradients, except under nccl, which cannot all-reduce them
-    nccl = dist.enabled and dist.device.type == "cuda"
-    if nccl and cfg.optimizer.sparse.type == "sparse_adam":
-        raise UserError("optimizer.sparse.type: sparse_adam needs sparse gradients, which nccl cannot all-reduce; "
-                        "use rowwise_adagrad, adagrad or dense for multi-GPU training")
-    sparse_grads = cfg.optimizer.sparse.type != "dense" and not nccl
+    sparse_grads = cfg.optimizer.sparse.type != "dense"
     model = build_model(cfg, spec, stats, sparse=sparse_grads, extras=extras).to(dist.device)
     module = model
     if dist.enabled:
-        if sparse_grads:  # DDP's reducer cannot bucket sparse gradients: the tables are all-reduced by hand
+        if sparse_grads:  # DDP's reducer cannot bucket sparse gradients: the tables' rows are all-reduced by hand
             DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(
                 model, [f"engine.tables.{k}" for k in module.engine.tables])
-        model = DistributedDataParallel(model, device_ids=[dist.device.index] if dist.device.type == "cuda" else None)
+        # find_unused_parameters: a config may leave layers out of a step (W&D without dense wide inputs,
+        # a group a model never reads); DDP would otherwise stop with "parameters that were not used"
+        model = DistributedDataParallel(model, device_ids=[dist.device.index] if dist.device.type == "cuda" else None,
+                                        find_unused_parameters=True)
     model_dir = _prepare_model_dir(cfg, spec, dist, resume)
 
     keys = (cfg.eval.gauc_key,) if "gauc" in cfg.eval.metrics and module.needs_label else ()
@@ -323,7 +322,7 @@ def _train(cfg: Config, dist: D.Dist, resume: bool) -> dict[str, Any]:
                     (loss / accum).backward()
                 if last_micro:
                     if dist.enabled and sparse_grads:
-                        D.average_sparse_grads(module.engine.embedding_parameters())
+                        D.average_row_grads(module.engine.embedding_parameters())
                     if cfg.optimizer.clip_grad_norm:
                         dense = [p for p in module.parameters() if p.grad is not None and not p.grad.is_sparse]
                         torch.nn.utils.clip_grad_norm_(dense, cfg.optimizer.clip_grad_norm)

@@ -17,7 +17,8 @@ class WideAndDeep(RankingModel):
 
     def __init__(self, cfg, spec, stats=None, sparse=True, extras=None) -> None:
         super().__init__(cfg, spec, stats, sparse, extras)
-        self.wide_dense = nn.Linear(max(self.engine.dense_width("wide"), 1), self.num_class)
+        width = self.engine.dense_width("wide")  # an id-only wide group has no dense part
+        self.wide_dense = nn.Linear(width, self.num_class) if width else None
         self.mlp = MLP(self.engine.flat_width("deep"), cfg.model.deep)
         self.head = nn.Linear(self.mlp.out_features, self.num_class)
 
@@ -25,7 +26,7 @@ class WideAndDeep(RankingModel):
         p = self.engine.prepare(x)
         wide = self.engine.wide("wide", p)
         dense = self.engine.dense("wide", p)
-        if dense is not None:
+        if self.wide_dense is not None and dense is not None:
             wide = wide + self.wide_dense(dense)
         deep = self.head(self.mlp(self.engine.group("deep", p).flat))
         return deep + wide
