@@ -104,7 +104,10 @@ def open_dataset(spec: str | os.PathLike[str], what: str = "input") -> pads.Data
     try:
         return pads.dataset(files, format="parquet", partitioning="hive", partition_base_dir=base)
     except (pa.ArrowInvalid, OSError) as exc:
-        raise UserError(f"{what} {os.fspath(spec)}: not readable as parquet ({_first_line(exc)})") from exc
+        from rectool.badinput import unreadable
+
+        raise unreadable(exc, [(f"{what} {os.fspath(spec)}", files)]) or UserError(
+            f"{what} {os.fspath(spec)}: not readable as parquet ({_first_line(exc)})") from exc
 
 
 def read_table(spec: str | os.PathLike[str], columns: Sequence[str] | None = None, what: str = "input") -> pa.Table:

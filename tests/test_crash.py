@@ -171,7 +171,8 @@ def logs(tmp_path_factory):
     """Two UserBehavior logs of different sizes (two different outputs of convert)."""
     root = tmp_path_factory.mktemp("logs")
     big = _run("synth", "--dataset", "userbehavior", "--users", "300", "--items", "2000", "-o", root / "big")
-    small = _run("synth", "--dataset", "userbehavior", "--users", "40", "--items", "300", "--categories", "30", "-o", root / "small")
+    small = _run("synth", "--dataset", "userbehavior", "--users", "40", "--items", "300", "--categories", "30",
+                 "-o", root / "small")
     assert big.returncode == 0 and small.returncode == 0, big.stderr + small.stderr
     return Path(big.stdout.strip()) / "UserBehavior.csv", Path(small.stdout.strip()) / "UserBehavior.csv"
 
@@ -207,11 +208,11 @@ def test_concurrent_writers_one_wins_one_fails_cleanly(logs, tmp_path):
 
 def test_output_that_appears_during_the_work_is_never_replaced(tmp_path):
     final = tmp_path / "out"
-    with pytest.raises(UserError, match="another process created it while this run was writing"):
-        with artifacts.atomic_dir(final) as tmp:
-            (tmp / "a.txt").write_text("mine")
-            final.mkdir()  # someone else's output, made while we worked (not through rectool)
-            (final / "theirs.txt").write_text("theirs")
+    with pytest.raises(UserError, match="another process created it while this run was writing"), \
+            artifacts.atomic_dir(final) as tmp:
+        (tmp / "a.txt").write_text("mine")
+        final.mkdir()  # someone else's output, made while we worked (not through rectool)
+        (final / "theirs.txt").write_text("theirs")
     assert sorted(p.name for p in final.iterdir()) == ["theirs.txt"]
     assert _leftovers(final) == []
 

@@ -17,9 +17,9 @@ import torch
 import yaml
 
 from helpers import ROOT, candidate_config, toy_config, write_toy_ctr, write_toy_sequences
+from rectool.launch import LaunchOptions
 from rectool.train import checkpoint as ckpt
 from rectool.train.data import Loader, plan_units
-from rectool.train.launch import LaunchOptions
 
 
 def _free_port() -> int:
@@ -214,3 +214,120 @@ def test_a_user_error_on_a_worker_is_one_line(one_group, tmp_path):
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith("error: distributed training stopped, rank ") and "part-0.parquet" in last
     assert "Traceback" not in proc.stderr
+
+
+# ----------------------------------------------------------------------------- sharded inference
+
+
+@pytest.fixture(scope="module")
+def exports(seqs, tmp_path_factory):
+    """A two-tower and a DeepFM export, an item table, a user table and a CTR table of several row groups."""
+    import pyarrow as pa
+
+    from helpers import retrieval_config
+    from rectool.train.config import Config
+    from rectool.train.trainer import train
+
+    root = tmp_path_factory.mktemp("exports")
+    tower = retrieval_config(seqs, root / "tt")
+    tower["train"]["max_steps"] = 10
+    train(Config.model_validate(tower), device="cpu")
+    write_toy_ctr(root / "ctr", rows=2000, seed=3, files=1, row_group=300)
+    ctr = toy_config(root / "ctr", root / "fm")
+    ctr["train"]["max_steps"] = 5
+    train(Config.model_validate(ctr), device="cpu")
+    for name in ("tt", "fm"):
+        proc = subprocess.run([sys.executable, "-m", "rectool", "export", "--model-dir", str(root / name),
+                               "--export-dir", str(root / f"{name}_ex")], cwd=ROOT, capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr
+    (root / "items").mkdir()
+    pq.write_table(pq.read_table(seqs / "items"), root / "items" / "part-0.parquet", row_group_size=64)
+    (root / "users").mkdir()
+    users = pq.read_table(seqs / "train").slice(0, 500)
+    pq.write_table(users.append_column("row", pa.array(range(users.num_rows))), root / "users" / "part-0.parquet",
+                   row_group_size=90)
+    return root
+
+
+def _rectool(*args) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "rectool", *map(str, args)], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300, env={**os.environ, "COLUMNS": "400"})
+
+
+def test_sharded_predict_embed_retrieve_equal_one_process(exports, tmp_path):
+    from rectool.artifacts import read_meta, read_table
+
+    r = exports
+    runs = {
+        "predict": ["predict", "--model", r / "fm_ex", "--input", r / "ctr", "--reserved-columns", "user_id,item_id"],
+        "embed": ["embed", "--model", r / "tt_ex", "--items", r / "items", "--reserved-columns", "category_id"],
+    }
+    for name, args in runs.items():
+        outs = []
+        for n in (1, 2):
+            proc = _rectool(*args, "-o", tmp_path / f"{name}{n}", "--nproc", n, "--device", "cpu")
+            assert proc.returncode == 0, proc.stderr[-3000:]
+            assert proc.stdout.strip() == str(tmp_path / f"{name}{n}")
+            outs.append(read_table(tmp_path / f"{name}{n}"))
+        assert outs[0].equals(outs[1]), f"{name}: the same rows in the same order"
+        assert read_meta(tmp_path / f"{name}2")["processes"] == 2
+        assert read_meta(tmp_path / f"{name}2")["rows"] == outs[0].num_rows
+        assert len(list((tmp_path / f"{name}2").glob("part-00001-*.parquet"))) >= 1, "rank 1 wrote its share"
+    recalls = []
+    for n in (1, 2):
+        proc = _rectool("retrieve", "--method", "brute", "--model", r / "tt_ex", "--items", tmp_path / "embed1",
+                        "--users", r / "users", "--reserved-columns", "row", "--topk", 20, "-o", tmp_path / f"rec{n}",
+                        "--nproc", n, "--device", "cpu")
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        recalls.append(read_table(tmp_path / f"rec{n}"))
+    assert recalls[0].equals(recalls[1])
+    meta = read_meta(tmp_path / "rec2")
+    assert meta["rows"] == 500 and meta["processes"] == 2 and meta["scored"] == 500 * 300
+
+
+def test_sharded_job_failure_is_one_line_and_writes_nothing(exports, tmp_path):
+    proc = _rectool("embed", "--model", exports / "fm_ex", "--items", exports / "items", "-o", tmp_path / "e",
+                    "--nproc", 2)
+    assert proc.returncode == 2 and not (tmp_path / "e").exists()
+    assert len(proc.stderr.strip().splitlines()) == 1 and "has no item program" in proc.stderr
+    existing = tmp_path / "kept"
+    existing.mkdir()
+    proc = _rectool("embed", "--model", exports / "tt_ex", "--items", exports / "items", "-o", existing,
+                    "--nproc", 2)
+    assert proc.returncode == 2 and "already exists" in proc.stderr and list(existing.iterdir()) == []
+
+
+def test_torch_brute_search_equals_the_kernel():
+    """The CUDA path of retrieve --method brute (matrix products + torch.topk), run here on the CPU."""
+    import numpy as np
+
+    from rectool.retrieval.brute import brute_search_dot, brute_search_dot_torch
+    from rectool.retrieval.formats import Ragged
+
+    rng = np.random.default_rng(0)
+    users, items = rng.normal(size=(50, 8)).astype(np.float32), rng.normal(size=(400, 8)).astype(np.float32)
+    ids = np.arange(400, dtype=np.int64) * 7 + 1
+    exclude = Ragged.from_lists([list(ids[rng.choice(400, 5, replace=False)]) for _ in range(50)])
+    ref = brute_search_dot(users, items, 30, item_ids=ids, exclude=exclude, progress=False)
+    got = brute_search_dot_torch(users, torch.from_numpy(items), 30, item_ids=ids, exclude=exclude, user_batch=16)
+    assert np.array_equal(ref.item_ids, got.item_ids) and np.array_equal(ref.lengths, got.lengths)
+    assert np.allclose(ref.scores, got.scores, atol=1e-5)
+    few = brute_search_dot_torch(users[:2], torch.from_numpy(items[:6]), 6, item_ids=ids[:6],
+                                 exclude=Ragged.from_lists([[ids[0], ids[1]], []]))
+    assert list(few.lengths) == [4, 6] and (few.item_ids[0, 4:] == -1).all()
+
+
+def test_a_program_on_another_device_takes_cpu_inputs_and_gives_cpu_outputs():
+    from rectool.train.distributed import OnDevice, program_on, resolve_device
+
+    class Double(torch.nn.Module):
+        def forward(self, x):
+            return x["a"] * 2
+
+    assert program_on(Double(), torch.device("cpu")).__class__ is Double
+    wrapped = OnDevice(Double(), torch.device("meta"))  # any non-CPU device: inputs are moved to it
+    with pytest.raises(NotImplementedError):  # meta tensors have no data to bring back: the move was made
+        wrapped({"a": torch.ones(2)})
+    assert resolve_device("cpu", 0).type == "cpu"
+    if not torch.cuda.is_available():
+        assert resolve_device("auto", 0).type == "cpu"

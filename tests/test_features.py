@@ -138,7 +138,7 @@ def test_cli_features_and_default_cutoffs(hand, cli):
     (["--cutoffs", "2014-11-01"], "no events before it"),
     (["--windows", "1,week"], "'week' is neither"),
     (["--memory-limit", "lots"], "--memory-limit 'lots'"),
-    (["--threads", "0"], "--threads 0"),
+    (["--threads", "0"], "'--threads'"),  # refused by the option's range, before any work
 ])
 def test_bad_flags_are_one_line(hand, cli, args, message):
     res = cli("features", "--events", hand / "events", "-o", hand / "bad", *args, expect=2)

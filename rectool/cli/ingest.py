@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 import typer
 
 from rectool import console
-from rectool.cli.options import OutputOpt, OverwriteOpt, QuietOpt, SeedOpt
+from rectool.cli.options import OutputOpt, OverwriteOpt, QuietOpt, SeedOpt, count_option
 from rectool.ingest.formats import FORMAT_NAMES
 
 
@@ -16,11 +16,11 @@ def synth(
     output: OutputOpt,
     dataset: Annotated[str, typer.Option(help="tianchi (next-day purchase task) or userbehavior (retrieval).")]
     = "tianchi",
-    users: Annotated[int | None, typer.Option(help="Users [tianchi 3000, userbehavior 10000].")] = None,
-    items: Annotated[int | None, typer.Option(help="Items [tianchi 300000, userbehavior 100000].")] = None,
-    categories: Annotated[int | None, typer.Option(help="Categories [tianchi 2000, userbehavior 1000].")] = None,
-    rows: Annotated[int | None, typer.Option(help="Approximate log rows [1165 per user / 101 per user].")] = None,
-    days: Annotated[int | None, typer.Option(help="Days of log [31 from 2014-11-18 / 9 from 2017-11-25].")] = None,
+    users: Annotated[int | None, count_option(help="Users [tianchi 3000, userbehavior 10000].")] = None,
+    items: Annotated[int | None, count_option(help="Items [tianchi 300000, userbehavior 100000].")] = None,
+    categories: Annotated[int | None, count_option(help="Categories [tianchi 2000, userbehavior 1000].")] = None,
+    rows: Annotated[int | None, count_option(help="Approximate log rows [1165 per user / 101 per user].")] = None,
+    days: Annotated[int | None, count_option(help="Days of log [31 from 2014-11-18 / 9 from 2017-11-25].")] = None,
     layout: Annotated[str, typer.Option(help="Tianchi layouts: offline (CSV+header), online (TSV parts A/B), "
                                               "or both.")] = "both",
     seed: SeedOpt = 2014,

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import sys
+import tempfile
 from enum import Enum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -12,6 +16,15 @@ OutputOpt = Annotated[Path, typer.Option("--output", "-o", help="Directory to wr
 OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace the output if it already exists.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars, logs or summary on stderr.")]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed (results are deterministic in it).")]
+# the largest count an option takes: beyond a C int it is a typo, and it would reach C libraries (hnswlib,
+# DuckDB, Arrow) that cannot take it
+COUNT_MAX = 2**31 - 1
+
+
+def count_option(*names: str, least: int = 1, help: str) -> Any:  # noqa: A002 (typer's own name)
+    """``typer.Option`` for a whole number: below ``least`` or above ``COUNT_MAX`` it is refused up
+    front, in one line naming the flag (``--batch-size 0``, ``--topk 99999999999999999999``)."""
+    return typer.Option(*names, min=least, max=COUNT_MAX, help=help)
 
 
 class Device(str, Enum):
@@ -20,3 +33,31 @@ class Device(str, Enum):
     auto = "auto"
     cpu = "cpu"
     cuda = "cuda"
+
+
+DeviceOpt = Annotated[Device, typer.Option("--device", help="auto (CUDA when present), cpu or cuda.")]
+NprocOpt = Annotated[int, typer.Option("--nproc", min=1, help="Processes to split the rows over (launched with "
+                                                               "torch.distributed.run; output committed once "
+                                                               "all are done).")]
+
+
+def run_sharded(command: str, nproc: int) -> None:
+    """Under ``--nproc N`` (and not already inside a launched job): run this same command line on N
+    processes (``rectool.sharding``) and exit with the job's code; otherwise return and run here."""
+    if nproc == 1 or "WORLD_SIZE" in os.environ:
+        return
+    from rectool.launch import LaunchOptions, launch
+
+    args, skip = [], False
+    for arg in sys.argv[1:]:  # the same command line, without --nproc
+        if skip:
+            skip = False
+        elif arg == "--nproc":
+            skip = True
+        elif not arg.startswith("--nproc="):
+            args.append(arg)
+    logs = Path(tempfile.mkdtemp(prefix=f"rectool-{command}-logs-"))
+    code = launch(LaunchOptions(nproc=nproc), args, logs, what=command)
+    if code == 0:
+        shutil.rmtree(logs, ignore_errors=True)
+    sys.exit(code)

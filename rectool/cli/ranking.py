@@ -9,13 +9,13 @@ from typing import Annotated
 import typer
 
 from rectool import console
-from rectool.cli.options import OutputOpt, OverwriteOpt, QuietOpt, SeedOpt
+from rectool.cli.options import OutputOpt, OverwriteOpt, QuietOpt, SeedOpt, count_option
 from rectool.errors import UserError
 
 EventsOpt = Annotated[Path, typer.Option("--events", help="Events dataset written by `rectool convert`.")]
 ItemsOpt = Annotated[Path | None, typer.Option("--items", help="Item subset P: items dataset from `rectool convert "
                                                                "--format tianchi-item`, or the raw item file.")]
-ThreadsOpt = Annotated[int | None, typer.Option("--threads", help="DuckDB threads [all cores].")]
+ThreadsOpt = Annotated[int | None, count_option("--threads", help="DuckDB threads [all cores].")]
 MemoryOpt = Annotated[str, typer.Option("--memory-limit", help="DuckDB memory limit; beyond it DuckDB spills to "
                                                                "--temp-dir.")]
 TempDirOpt = Annotated[Path | None, typer.Option("--temp-dir", help="Where DuckDB spills [beside the output].")]
@@ -31,10 +31,10 @@ def features(
     = None,
     windows: Annotated[str, typer.Option("--windows", help="Windows in days before the cut-off, plus 'all'.")]
     = "1,3,7,all",
-    pair_days: Annotated[int | None, typer.Option("--pair-days", help="Keep user x item / user x category rows "
+    pair_days: Annotated[int | None, count_option("--pair-days", help="Keep user x item / user x category rows "
                                                                       "active in the last N days [largest window].")]
     = None,
-    last_n: Annotated[int, typer.Option("--last-n", help="Length of the per-user last items/categories lists.")]
+    last_n: Annotated[int, count_option("--last-n", help="Length of the per-user last items/categories lists.")]
     = 50,
     threads: ThreadsOpt = None,
     memory_limit: MemoryOpt = "2GB",
@@ -70,7 +70,7 @@ def dataset(
                                                                         "the log].")] = None,
     predict_day: Annotated[str | None, typer.Option("--predict-day", help="ranking: unlabelled target day, or "
                                                                           "'none' [the day after the log].")] = None,
-    candidate_days: Annotated[int, typer.Option("--candidate-days", help="ranking: candidates are pairs with an "
+    candidate_days: Annotated[int, count_option("--candidate-days", help="ranking: candidates are pairs with an "
                                                                          "action in the K days before the day.")] = 3,
     neg_ratio: Annotated[float, typer.Option("--neg-ratio", help="ranking: keep about R negatives per positive in "
                                                                  "train (0 keeps all).")] = 0.0,
@@ -84,12 +84,13 @@ def dataset(
                                                              "given (with --test-events).")] = "user-split",
     test_events: Annotated[str | None, typer.Option("--test-events", help="next-item, protocol given: the test "
                                                                           "interactions (events dataset).")] = None,
-    min_behaviors: Annotated[int, typer.Option("--min-behaviors", help="next-item: users with fewer behaviours "
+    min_behaviors: Annotated[int, count_option("--min-behaviors", help="next-item: users with fewer behaviours "
                                                                        "are dropped.")] = 10,
-    n_test: Annotated[int, typer.Option("--n-test", help="next-item, user-split: test users.")] = 10_000,
-    n_valid: Annotated[int, typer.Option("--n-valid", help="next-item: validation users (user-split), or 1 to hold "
-                                                           "out a validation item (leave-one-out).")] = 10_000,
-    max_history: Annotated[int, typer.Option("--max-history", help="next-item: history length kept (most recent "
+    n_test: Annotated[int, count_option("--n-test", least=0, help="next-item, user-split: test users.")] = 10_000,
+    n_valid: Annotated[int, count_option("--n-valid", least=0, help="next-item: validation users (user-split), or 1 "
+                                                                    "to hold out a validation item (leave-one-out).")]
+    = 10_000,
+    max_history: Annotated[int, count_option("--max-history", help="next-item: history length kept (most recent "
                                                                    "last).")] = 50,
     targets: Annotated[str, typer.Option("--targets", help="next-item: all (every position is a target), last, or "
                                                            "set (each item against the user's other items).")] = "all",
@@ -209,8 +210,8 @@ def baseline(
     exclude: Annotated[str, typer.Option("--exclude", help="retrieval: history (never recommend a history item), "
                                                            "none, or a table of items to leave out per user.")]
     = "history",
-    k: Annotated[int, typer.Option("--k", help="retrieval: items per user.")] = 200,
-    neighbours: Annotated[int, typer.Option("--neighbours", help="item-cf: neighbours kept per item.")] = 200,
+    k: Annotated[int, count_option("--k", help="retrieval: items per user.")] = 200,
+    neighbours: Annotated[int, count_option("--neighbours", help="item-cf: neighbours kept per item.")] = 200,
     similarity: Annotated[str, typer.Option("--similarity", help="item-cf: cosine or cooccurrence.")] = "cosine",
     overwrite: OverwriteOpt = False,
     quiet: QuietOpt = False,
@@ -282,8 +283,8 @@ def submit(
                                                                               "raw item file.")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Submission file to write (atomically).")],
     threshold: Annotated[float | None, typer.Option("--threshold", help="Keep pairs with score >= this.")] = None,
-    topk: Annotated[int | None, typer.Option("--topk", help="Keep the K best pairs overall.")] = None,
-    max_entries_per_user: Annotated[int | None, typer.Option("--max-entries-per-user", help="Keep each user's N "
+    topk: Annotated[int | None, count_option("--topk", help="Keep the K best pairs overall.")] = None,
+    max_entries_per_user: Annotated[int | None, count_option("--max-entries-per-user", help="Keep each user's N "
                                                                                            "best pairs.")] = None,
     format: Annotated[str, typer.Option("--format", help="tsv (no header) or csv (header user_id,item_id).")]
     = "tsv",

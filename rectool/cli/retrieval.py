@@ -8,7 +8,17 @@ from typing import Annotated
 import typer
 
 from rectool import console
-from rectool.cli.options import OutputOpt, OverwriteOpt, QuietOpt, SeedOpt
+from rectool.cli.options import (
+    Device,
+    DeviceOpt,
+    NprocOpt,
+    OutputOpt,
+    OverwriteOpt,
+    QuietOpt,
+    SeedOpt,
+    count_option,
+    run_sharded,
+)
 
 
 def hnsw_build(
@@ -18,12 +28,13 @@ def hnsw_build(
     id_field: Annotated[str, typer.Option(help="Column of the item ids.")] = "item_id",
     space: Annotated[str | None, typer.Option(help="ip (inner product), l2 or cosine [ip; --add-to: the index's].")]
     = None,
-    m: Annotated[int | None, typer.Option("--m", help="HNSW M: links per node [16; --add-to: the index's].")] = None,
-    ef_construction: Annotated[int | None, typer.Option(help="efConstruction [200; --add-to: the index's].")] = None,
-    threads: Annotated[int, typer.Option(help="Build threads (0: all cores).")] = 0,
+    m: Annotated[int | None, count_option("--m", least=2, help="HNSW M: links per node [16; --add-to: the index's].")]
+    = None,
+    ef_construction: Annotated[int | None, count_option(help="efConstruction [200; --add-to: the index's].")] = None,
+    threads: Annotated[int, count_option(least=0, help="Build threads (0: all cores).")] = 0,
     add_to: Annotated[Path | None, typer.Option(help="Existing index directory: write old + new items to --output.")]
     = None,
-    batch_size: Annotated[int, typer.Option(help="Rows read and added per batch.")] = 65_536,
+    batch_size: Annotated[int, count_option(help="Rows read and added per batch.")] = 65_536,
     seed: SeedOpt = 100,
     overwrite: OverwriteOpt = False,
     quiet: QuietOpt = False,
@@ -65,7 +76,7 @@ def eval_topk(
                                                         "recall-delta and coverage of its top-K.")] = None,
     items: Annotated[str | None, typer.Option(help="Item table (item_id) giving the catalogue for coverage.")]
     = None,
-    n_items: Annotated[int | None, typer.Option(help="Catalogue size for coverage (instead of --items).")] = None,
+    n_items: Annotated[int | None, count_option(help="Catalogue size for coverage (instead of --items).")] = None,
     missing_users: Annotated[str, typer.Option(help="Truth users absent from the recall file: error, or zero "
                                                     "(count them with an empty list).")] = "error",
     plot: Annotated[bool, typer.Option("--plot", help="Also write recall_at_k.png (recall@K against K).")] = False,
@@ -93,7 +104,7 @@ def retrieve(
     users: Annotated[str, typer.Option("--users", help="Users and the columns the model reads (next-item "
                                                        "test/inputs).")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Recalls directory to write.")],
-    topk: Annotated[int, typer.Option("--topk", help="Items per user (recall_num).")] = 200,
+    topk: Annotated[int, count_option("--topk", help="Items per user (recall_num).")] = 200,
     index: Annotated[str | None, typer.Option("--index", help="hnsw / nann: an hnsw build output (nann: or an "
                                                               "hnsw graph output).")] = None,
     items: Annotated[str | None, typer.Option("--items", help="brute: the item embedding table (towers) or item "
@@ -102,9 +113,9 @@ def retrieve(
     ef: Annotated[str | None, typer.Option("--ef", help="hnsw: search ef; nann: ef of levels 2,1,0 "
                                                         "[100,200,400].")] = None,
     rounds: Annotated[str | None, typer.Option("--rounds", help="nann: rounds on levels 2,1,0 [1,1,3].")] = None,
-    expand: Annotated[int | None, typer.Option("--expand", help="nann: nodes expanded per user and round, best "
+    expand: Annotated[int | None, count_option("--expand", help="nann: nodes expanded per user and round, best "
                                                                 "first [all not yet expanded].")] = None,
-    beam: Annotated[int | None, typer.Option("--beam", help="tdm: nodes kept per level [2 x topk].")] = None,
+    beam: Annotated[int | None, count_option("--beam", help="tdm: nodes kept per level [2 x topk].")] = None,
     exclude_seen: Annotated[bool, typer.Option("--exclude-seen/--keep-seen", help="Never return the user's "
                                                                                   "input items.")] = True,
     exclude_column: Annotated[str | None, typer.Option("--exclude-column", help="List column of items to leave "
@@ -125,21 +136,28 @@ def retrieve(
                                                           "into u·v [0: off].")] = None,
     item_to_item_temperature: Annotated[float, typer.Option("--item-to-item-temperature", help="The soft maxima's "
                                                             "temperature.")] = 0.05,
-    batch_size: Annotated[int, typer.Option("--batch-size", help="Users per search batch.")] = 256,
-    threads: Annotated[int, typer.Option("--threads", help="hnsw search threads [all cores].")] = 0,
+    batch_size: Annotated[int, count_option("--batch-size", help="Users per search batch.")] = 256,
+    threads: Annotated[int, count_option("--threads", least=0, help="hnsw search threads [all cores].")] = 0,
+    nproc: NprocOpt = 1,
+    device: DeviceOpt = Device.auto,
     overwrite: OverwriteOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Each user's top-K items: HNSW or exact search of user vectors, or TDM / NANN beam search with the model."""
+    from rectool.launch import worker_guard
     from rectool.retrieval.retrieve import retrieve as run_retrieve
 
     console.set_quiet(quiet)
+    run_sharded("retrieve", nproc)
     reserved = [c.strip() for v in reserved_columns or [] for c in v.split(",") if c.strip()]
-    result = run_retrieve(method, model, users, output, topk=topk, index=index, items=items, tree=tree,  # type: ignore
-                          ef=ef, rounds=rounds, expand=expand, beam=beam, exclude_seen=exclude_seen,
-                          exclude_column=exclude_column, reserved_columns=reserved, batch_size=batch_size,
-                          threads=threads, overwrite=overwrite, repeat_bonus=repeat_bonus,
-                          repeat_column=repeat_column, item_to_item=item_to_item,
-                          item_similarity=item_similarity, item_to_item_temperature=item_to_item_temperature)
-    console.summary(f"retrieve {method}", result)
-    console.emit_path(output)
+    with worker_guard():
+        result = run_retrieve(method, model, users, output, topk=topk, index=index, items=items,  # type: ignore
+                              tree=tree, ef=ef, rounds=rounds, expand=expand, beam=beam, exclude_seen=exclude_seen,
+                              exclude_column=exclude_column, reserved_columns=reserved, batch_size=batch_size,
+                              threads=threads, overwrite=overwrite, repeat_bonus=repeat_bonus,
+                              repeat_column=repeat_column, item_to_item=item_to_item,
+                              item_similarity=item_similarity, item_to_item_temperature=item_to_item_temperature,
+                              device=device.value)
+    if console.rank() == 0:
+        console.summary(f"retrieve {method}", result)
+        console.emit_path(output)

@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from rectool import console
-from rectool.cli.options import Device, OverwriteOpt, QuietOpt
+from rectool.cli.options import Device, DeviceOpt, NprocOpt, OverwriteOpt, QuietOpt, count_option, run_sharded
 
 ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="Training config (YAML).")]
 SetOpt = Annotated[list[str] | None, typer.Option("--set", help="Override a config value: KEY.PATH=VALUE "
@@ -37,14 +37,14 @@ def train(
     rdzv_endpoint: Annotated[str | None, typer.Option("--rdzv-endpoint", help="HOST:PORT of a c10d rendezvous "
                                                                                "(instead of --master-addr and "
                                                                                "--node-rank).")] = None,
-    device: Annotated[Device, typer.Option(help="auto (CUDA when present), cpu or cuda.")] = Device.auto,
+    device: DeviceOpt = Device.auto,
     resume: Annotated[bool, typer.Option("--resume/--no-resume",
                                          help="Continue from the latest checkpoint in model_dir.")] = True,
     quiet: QuietOpt = False,
 ) -> None:
     """Train a model from a YAML config; rerunning resumes from the latest checkpoint."""
+    from rectool.launch import LaunchOptions, launch, worker_guard
     from rectool.train.config import load_config
-    from rectool.train.launch import LaunchOptions, launch, worker_guard
 
     console.set_quiet(quiet)
     cfg = load_config(config, set_ or [])
@@ -58,7 +58,11 @@ def train(
         worker = ["train", "--config", str(config), "--device", device.value, *[a for s in set_ or [] for a in
                                                                                 ("--set", s)],
                   "--resume" if resume else "--no-resume", *(["--quiet"] if quiet else [])]
-        sys.exit(launch(where, worker, Path(cfg.train.model_dir)))
+        from rectool.train import checkpoint as ckpt
+
+        model_dir = Path(cfg.train.model_dir)
+        # a rank 0 killed mid-save leaves a half-written checkpoint: removed once every worker is gone
+        sys.exit(launch(where, worker, model_dir / "logs", after_failure=lambda: ckpt.sweep_temps(model_dir)))
     from rectool.train.trainer import train as run_train
 
     with worker_guard():
@@ -90,19 +94,24 @@ def config_check(
     cfg = load_config(config, set_ or [])
     rows = {"config": str(config), "model": cfg.model.type, "features": len(cfg.features),
             "feature_groups": ", ".join(cfg.feature_groups)}
-    try:
-        from rectool.train.data import list_files
+    from rectool.artifacts import expand_paths
+    from rectool.errors import UserError
+    from rectool.train.data import list_files
 
-        files = list_files(cfg.data.train_input, "data.train_input")
-    except Exception:  # noqa: BLE001 (data not there yet: the config alone is checked)
-        files = []
+    try:
+        expand_paths(cfg.data.train_input, "data.train_input")
+        present = True
+    except UserError:  # data not there yet: the config alone is checked
+        present = False
+    files = list_files(cfg.data.train_input, "data.train_input") if present else []
     if files:
         import pyarrow.parquet as pq
 
         from rectool.train.models import build_model
-        from rectool.train.schema import build_input_spec
+        from rectool.train.schema import build_input_spec, check_id_ranges
 
         spec = build_input_spec(cfg, pq.read_schema(files[0]), cfg.data.train_input)
+        rows["rows_checked"] = check_id_ranges(spec, files)  # ids beyond num_buckets: train would stop on them
         model = build_model(cfg, spec)
         rows["input_columns"] = len(spec.columns)
         rows["parameters"] = sum(p.numel() for p in model.parameters())
@@ -138,20 +147,26 @@ def predict(
         "--reserved-columns", help="Input columns copied to the output (comma separated).")] = None,
     output_columns: Annotated[list[str] | None, typer.Option(
         "--output-columns", help="score, probs, class (comma separated).")] = None,
-    batch_size: Annotated[int, typer.Option(min=1, help="Rows per model call.")] = 65_536,
+    batch_size: Annotated[int, count_option(help="Rows per model call.")] = 65_536,
+    nproc: NprocOpt = 1,
+    device: DeviceOpt = Device.auto,
     overwrite: OverwriteOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Score a table with an exported model, streaming."""
+    from rectool.launch import worker_guard
     from rectool.train.predict import predict as run_predict
 
     console.set_quiet(quiet)
+    run_sharded("predict", nproc)
     reserved = _split(reserved_columns) or ["user_id", "item_id"]
     outputs = _split(output_columns) or ["score"]
-    summary = run_predict(model, input, output, reserved, outputs, batch_size, overwrite)
-    console.summary("predict", summary)
-    if output != "-":
-        console.emit_path(output)
+    with worker_guard():
+        summary = run_predict(model, input, output, reserved, outputs, batch_size, overwrite, device.value)
+    if console.rank() == 0:
+        console.summary("predict", summary)
+        if output != "-":
+            console.emit_path(output)
 
 
 def embed(
@@ -161,16 +176,23 @@ def embed(
     id_column: Annotated[str, typer.Option(help="The item id column.")] = "item_id",
     reserved_columns: Annotated[list[str] | None, typer.Option(
         "--reserved-columns", help="Item columns copied to the output (comma separated).")] = None,
-    batch_size: Annotated[int, typer.Option(min=1, help="Items per program call.")] = 65_536,
+    batch_size: Annotated[int, count_option(help="Items per program call.")] = 65_536,
     program: Annotated[str | None, typer.Option(help="item_tower or item_embedding (default: the one present).")]
     = None,
+    nproc: NprocOpt = 1,
+    device: DeviceOpt = Device.auto,
     overwrite: OverwriteOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Compute item embeddings with an exported item program, streaming."""
+    from rectool.launch import worker_guard
     from rectool.retrieval.embed import embed as run_embed
 
     console.set_quiet(quiet)
-    summary = run_embed(model, items, output, id_column, _split(reserved_columns), batch_size, program, overwrite)
-    console.summary("embed", summary)
-    console.emit_path(output)
+    run_sharded("embed", nproc)
+    with worker_guard():
+        summary = run_embed(model, items, output, id_column, _split(reserved_columns), batch_size, program, overwrite,
+                            device.value)
+    if console.rank() == 0:
+        console.summary("embed", summary)
+        console.emit_path(output)

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from rectool import console
-from rectool.cli.options import OverwriteOpt, QuietOpt, SeedOpt
+from rectool.cli.options import OverwriteOpt, QuietOpt, SeedOpt, count_option
 
 ItemInputOpt = Annotated[str, typer.Option("--item-input-path", help="Item table: parquet directory, file or glob.",
                                            show_default=False)]
@@ -18,7 +18,7 @@ AttrOpt = Annotated[str | None, typer.Option("--attr-fields", help="Comma-separa
                                              "(non-leaf nodes take the mode).")]
 RawAttrOpt = Annotated[str | None, typer.Option("--raw-attr-fields", help="Comma-separated numeric attribute "
                                                 "columns (non-leaf nodes take the mean).")]
-NClusterOpt = Annotated[int, typer.Option("--n-cluster", help="Branching factor of the tree.")]
+NClusterOpt = Annotated[int, count_option("--n-cluster", least=2, help="Branching factor of the tree.")]
 NodeEdgeOpt = Annotated[Path | None, typer.Option("--node-edge-output-file", help="Directory for node_table.txt, "
                                                   "edge_table.txt, predict_edge_table.txt and node_feature/ "
                                                   "[the tree output directory].")]
@@ -62,7 +62,7 @@ def cluster(
     raw_attr_fields: RawAttrOpt = None,
     n_cluster: NClusterOpt = 2,
     node_edge_output_file: NodeEdgeOpt = None,
-    parallel: Annotated[int, typer.Option("--parallel", help="Worker processes building sub-trees.")] = 1,
+    parallel: Annotated[int, count_option("--parallel", help="Worker processes building sub-trees.")] = 1,
     seed: SeedOpt = 0,
     hash_ids: HashIdsOpt = False,
     overwrite: OverwriteOpt = False,

@@ -45,6 +45,7 @@ import pyarrow.csv as pacsv
 
 from rectool import console
 from rectool.artifacts import PartitionedWriter, PartWriter, atomic_dir, expand_paths, write_meta
+from rectool.badinput import quote
 from rectool.errors import UserError
 from rectool.ingest.formats import (
     BEHAVIOR_NAMES,
@@ -59,6 +60,7 @@ from rectool.ingest.lines import LINE_FORMATS, read_line_format
 BadRowMode = Literal["error", "skip"]
 MAX_EXAMPLES = 5
 BLOCK_SIZE = 2 << 20
+BOM = "\ufeff"
 _INT = re.compile(r"^\s*-?\d+\s*$")
 _FLOAT = r"^\s*[-+]?(\d+\.?\d*([eE][-+]?\d+)?|\.\d+([eE][-+]?\d+)?|nan|NaN|inf|-inf)\s*$"
 
@@ -96,7 +98,8 @@ def _first_line(path: Path, compressed: bool) -> str:
     opener = gzip.open if compressed else open
     try:
         with opener(path, "rb") as fh:  # type: ignore[operator]
-            return fh.readline(1 << 20).decode("utf-8", errors="replace").rstrip("\r\n")
+            # a UTF-8 byte order mark (Excel writes one) is not part of the first column's name
+            return fh.readline(1 << 20).decode("utf-8", errors="replace").rstrip("\r\n").removeprefix(BOM)
     except (OSError, EOFError) as exc:
         raise UserError(f"{path}: cannot read ({exc}); is it a complete gzip or text file?") from exc
 
@@ -124,11 +127,11 @@ def sniff(path: Path, spec: FormatSpec, fmt_name: str) -> RawFile:
         bool(fields[0].strip()) and not _INT.match(fields[0]) and all(not _INT.match(f) for f in fields))
     header = looks_like_header if spec.header == "auto" else bool(spec.header)
     if header and [f.strip().lower() for f in fields] != expected:
-        raise UserError(f"{path}: line 1 has header columns {','.join(fields)} but --format {fmt_name} expects "
+        raise UserError(f"{path}: line 1 has header columns {quote(line)} but --format {fmt_name} expects "
                         f"{','.join(expected)}{_suggest_format(fields)}")
     if not header and line and len(fields) != n_cols:
         raise UserError(f"{path}: line 1 has {len(fields)} field(s) split by {delim!r} but --format {fmt_name} "
-                        f"expects {n_cols} ({','.join(expected)}): {line[:120]!r}{_suggest_format(fields)}")
+                        f"expects {n_cols} ({','.join(expected)}): {quote(line)}{_suggest_format(fields)}")
     return RawFile(path, compressed, delim, header, path.stat().st_size)
 
 
@@ -149,7 +152,7 @@ class BadRows:
 
     def fail(self, file: Path, line: int | None, reason: str, text: str) -> None:
         where = f"{file}:{line}" if line is not None else str(file)
-        raise UserError(f"{where}: {reason}: {text[:200]!r}; fix the row or pass --on-bad-rows skip")
+        raise UserError(f"{where}: {reason}: {quote(text)}; fix the row or pass --on-bad-rows skip")
 
     def locate_examples(self) -> None:
         """Fill in the line numbers of the kept examples (one scan per file, only when needed)."""
@@ -219,16 +222,37 @@ def _as_plain(arr: pa.Array) -> pa.Array:
     return arr.dictionary_decode() if pa.types.is_dictionary(arr.type) else arr
 
 
+_STRING_TYPES = {"int64": pa.int64(), "int32": pa.int32(), "float64": pa.float64(), "float32": pa.float32(),
+                 "unix": pa.int64()}
+
+
 def _convert_strings(arr: pa.Array, kind: str) -> tuple[pa.Array, pa.Array]:
-    """(typed array, valid mask) from a string column (skip mode): bad numbers become invalid."""
+    """(typed array, valid mask) from a string column (skip mode): bad numbers become invalid.
+
+    The checks match what the typed reader of error mode accepts: integers (unix times too, which
+    it reads as int64) that fit their type; ``1e23`` or ``99999999999999999999`` as an id is a bad row.
+    """
     arr = _as_plain(arr)
-    pattern = _INT.pattern if kind.startswith("int") else _FLOAT
+    pattern = _INT.pattern if kind.startswith("int") or kind == "unix" else _FLOAT
     ok = pc.fill_null(pc.match_substring_regex(arr, pattern), False)
     empty = pc.fill_null(pc.equal(pc.utf8_trim_whitespace(arr), ""), True)
     cleaned = pc.if_else(ok, pc.utf8_trim_whitespace(arr), pa.scalar(None, pa.string()))
-    typed = pc.cast(cleaned, {"int64": pa.int64(), "int32": pa.int32(), "float64": pa.float64(),
-                              "float32": pa.float32(), "unix": pa.int64()}[kind])
+    target = _STRING_TYPES[kind]
+    try:
+        typed = pc.cast(cleaned, target)
+    except pa.ArrowInvalid:  # an integer the type cannot hold: find those values one by one (bad rows only)
+        fits = [v is None or _fits(v, target) for v in cleaned.to_pylist()]
+        ok = pc.and_(ok, pa.array(fits))
+        typed = pc.cast(pc.if_else(ok, cleaned, pa.scalar(None, pa.string())), target)
     return typed, pc.or_(ok, empty)
+
+
+def _fits(text: str, target: pa.DataType) -> bool:
+    try:
+        pc.cast(pa.array([text]), target)
+    except pa.ArrowInvalid:
+        return False
+    return True
 
 
 @dataclass
@@ -283,7 +307,7 @@ def normalise(batch: pa.RecordBatch, spec: FormatSpec, typed: bool, offset_s: in
                 out[name] = arr
             else:
                 typed_arr, ok = _convert_strings(arr, c.type)
-                reasons.append((pc.invert(ok), f"column {c.name} is not a number"))
+                reasons.append((pc.invert(ok), f"column {c.name} is not a number of type {c.type}"))
                 out[name] = typed_arr
     # required fields: ids must be present
     for required in ("user_id", "item_id") if spec.kind == "events" else ("item_id",):
@@ -410,19 +434,26 @@ def _handle_bad(norm: Normalised, batch: pa.RecordBatch, raw: RawFile, spec: For
         return next((r for m, r in norm.reasons if m[int(i)].as_py()), "bad row")
     if mode == "error":
         i = int(bad_idx[0])
-        line = rows_before + i + 1 + (1 if raw.header else 0)
-        stats.bad.fail(raw.path, line, reason_of(i), _read_line(raw, line) or text_of(i))
+        line, text = _data_row(raw, rows_before + i)
+        stats.bad.fail(raw.path, line, reason_of(i), text if text is not None else text_of(i))
     room = max(0, stats.bad.max_examples - len(stats.bad.examples))
     for i in bad_idx[:room]:
         stats.bad.add(raw.path, reason_of(i), text_of(i))
     stats.bad.count += len(bad_idx) - min(len(bad_idx), room)
 
 
-def _read_line(raw: RawFile, line_no: int) -> str | None:
+def _data_row(raw: RawFile, index: int) -> tuple[int | None, str | None]:
+    """(line number, text) of data row ``index`` (0-based): the reader skips the header and blank
+    lines, so the row's line is found by counting the lines that are rows."""
+    rows = 0
     for no, line in enumerate(raw.lines(), start=1):
-        if no == line_no:
-            return line.decode("utf-8", errors="replace").rstrip("\r\n")
-    return None
+        text = line.rstrip(b"\r\n")
+        if (no == 1 and raw.header) or not text:
+            continue
+        if rows == index:
+            return no, text.decode("utf-8", errors="replace")
+        rows += 1
+    return None, None
 
 
 # ----------------------------------------------------------------------------- entry point
@@ -458,6 +489,9 @@ def convert(inputs: Sequence[str | os.PathLike[str]], output: str | os.PathLike[
     if spec is None:
         return _convert_lines(paths, output, fmt, on_bad_rows, overwrite, behavior or 1)
     files = [sniff(p, spec, fmt) for p in paths]
+    if all(f.size == 0 for f in files):  # nothing to convert: one line, not a warning per file then an error
+        raise UserError(f"{files[0].path}: the file is empty{' (as are all inputs)' if len(files) > 1 else ''}; "
+                        "give a log with rows")
     for f in files:
         if f.size == 0:
             console.warn(f"{f.path} is empty; skipping it")

@@ -1,7 +1,8 @@
 """Line-oriented retrieval layouts that ``rectool convert`` reads with a numba tokenizer.
 
 ``user-lines``  one line per user, ``uid item item ...`` (items in time order; Amazon and
-                MovieLens split files, Beauty.txt); spaces or tabs; CRLF tolerated.
+                MovieLens split files, Beauty.txt); spaces or tabs; CRLF, blank lines and a
+                leading UTF-8 byte order mark tolerated.
 ``pairs``       one ``user item`` pair per line (Taobao multi-behaviour files).
 
 Both become events without times: ``user_id, item_id, category_id (null), behavior
@@ -26,6 +27,7 @@ import numpy as np
 import pyarrow as pa
 
 BLOCK_BYTES = 8 << 20
+UTF8_BOM = b"\xef\xbb\xbf"
 LINE_FORMATS = ("user-lines", "pairs")
 
 
@@ -89,6 +91,8 @@ def _blocks(path: Path, opener) -> Iterator[tuple[bytes, int]]:  # noqa: ANN001
             chunk = fh.read(BLOCK_BYTES)
             if not chunk:
                 break
+            if first_line == 0 and not carry:  # a UTF-8 byte order mark before the first line is not a token
+                chunk = chunk.removeprefix(UTF8_BOM)
             data = carry + chunk
             cut = data.rfind(b"\n")
             if cut < 0:

@@ -37,6 +37,7 @@ import numpy as np
 import pyarrow as pa
 
 from rectool.artifacts import check_kind, open_dataset, require_columns
+from rectool.badinput import read_batches
 from rectool.errors import UserError
 from rectool.ranking.predictions import PRED_SCHEMA, write_predictions
 
@@ -106,7 +107,8 @@ def score_batches(samples: str, chosen: Rule) -> Iterator[pa.Table]:
     require_columns(ds.schema, ("user_id", "item_id", "label_day", *chosen.columns), samples,
                     f"rule {chosen.name} needs them: build the dataset from features with --windows including "
                     "1,3,7 (the defaults)")
-    for batch in ds.to_batches(columns=["user_id", "item_id", "label_day", *chosen.columns], batch_size=262_144):
+    for batch in read_batches(ds, f"--samples {samples}", columns=["user_id", "item_id", "label_day", *chosen.columns],
+                              batch_size=262_144):
         t = pa.Table.from_batches([batch])
         score, keep = chosen.score(t)
         kept = pa.array(keep)

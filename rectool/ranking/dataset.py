@@ -54,7 +54,15 @@ import pyarrow as pa
 from rectool import console
 from rectool.artifacts import atomic_dir, check_kind
 from rectool.errors import UserError
-from rectool.ranking.common import Events, duck_session, open_events, read_item_subset, sql_list
+from rectool.ranking.common import (
+    Events,
+    bound,
+    day_param,
+    days_before,
+    duck_session,
+    open_events,
+    read_item_subset,
+)
 from rectool.ranking.features import GROUPS, PREFIX, fill_value
 from rectool.ranking.samples import SampleWriter, Split, keep_negative
 
@@ -63,10 +71,12 @@ BATCH_ROWS = 65_536
 CHUNK_ROWS = 400_000
 
 
-def _feature_sources(features: Path, meta: dict, day: dt.date, sequences: bool) -> tuple[list[str], list[str]]:
-    """(LEFT JOIN clauses, SELECT expressions) of the feature tables of cut-off ``day``; each table is
-    first cut down to the keys of the candidates, so the hash tables stay small."""
-    joins, cols = [], []
+def _feature_sources(features: Path, meta: dict, day: dt.date,
+                     sequences: bool) -> tuple[list[str], list[str], dict[str, list[str]]]:
+    """(LEFT JOIN clauses, SELECT expressions, their file-list parameters) of the feature tables of
+    cut-off ``day``; each table is first cut down to the keys of the candidates, so the hash tables
+    stay small."""
+    joins, cols, files_of = [], [], {}
     on = {"user": "u.user_id = c.user_id", "item": "i.item_id = c.item_id", "category": "g.category_id = c.category_id",
           "user_item": "ui.user_id = c.user_id AND ui.item_id = c.item_id",
           "user_category": "uc.user_id = c.user_id AND uc.category_id = c.category_id"}
@@ -78,7 +88,8 @@ def _feature_sources(features: Path, meta: dict, day: dt.date, sequences: bool) 
             raise UserError(f"--features {features}: no {group} table for cut-off {day}; rebuild the features "
                             f"with --cutoffs including {day}")
         key = keys[0]
-        joins.append(f"LEFT JOIN (SELECT * FROM read_parquet({sql_list(files)}) WHERE {key} IN "
+        files_of[f"files_{group}"] = files
+        joins.append(f"LEFT JOIN (SELECT * FROM read_parquet($files_{group}) WHERE {key} IN "
                      f"(SELECT {key} FROM cand)) AS {alias[group]} ON {on[group]}")
         for name, type_ in meta["groups"][group].items():
             if name in keys or name == "category_id":
@@ -89,23 +100,25 @@ def _feature_sources(features: Path, meta: dict, day: dt.date, sequences: bool) 
                     cols.append(f"coalesce({alias[group]}.{name}, []) AS {out}")
             elif not type_.startswith("list"):
                 cols.append(f"coalesce({alias[group]}.{name}, {fill_value(name)})::FLOAT AS {out}")
-    return joins, cols
+    return joins, cols, files_of
 
 
 class _DaySql:
-    """The queries of one label (or predict) day."""
+    """The queries of one label (or predict) day, over the view ``source`` of the events files; days
+    are bound parameters, so each query runs with ``bound(sql, **q.params)``."""
 
-    def __init__(self, ev: Events, day: dt.date, k: int, with_items: bool) -> None:
-        self.ev, self.day = ev, day
-        start, end = day - dt.timedelta(days=k), day + dt.timedelta(days=1)
+    def __init__(self, ev: Events, day: dt.date, k: int, with_items: bool, source: str = "ev_files") -> None:
+        self.ev, self.day, self.params = ev, day, {}
+        start, end = days_before(day, k, "--candidate-days"), day + dt.timedelta(days=1)
+        s, d, e = day_param(start), day_param(day), day_param(end)
         self.in_p = " AND item_id IN (SELECT item_id FROM p_items)" if with_items else ""
-        cand_prune = f" AND dt >= DATE '{start}' AND dt < DATE '{day}'" if ev.hive else ""
-        day_prune = f" AND dt = DATE '{day}'" if ev.hive else ""
-        self.cand = (f"SELECT user_id, item_id, any_value(category_id) AS category_id FROM {ev.source()} "
-                     f"WHERE time >= TIMESTAMP '{start}' AND time < TIMESTAMP '{day}'{cand_prune}{self.in_p} "
+        cand_prune = f" AND dt >= {s} AND dt < {d}" if ev.hive else ""
+        day_prune = f" AND dt = {d}" if ev.hive else ""
+        self.cand = (f"SELECT user_id, item_id, any_value(category_id) AS category_id FROM {source} "
+                     f"WHERE time >= {s}::TIMESTAMP AND time < {d}::TIMESTAMP{cand_prune}{self.in_p} "
                      "GROUP BY user_id, item_id")
-        self.labels = (f"SELECT DISTINCT user_id, item_id FROM {ev.source()} WHERE behavior = 4 "
-                       f"AND time >= TIMESTAMP '{day}' AND time < TIMESTAMP '{end}'{day_prune}{self.in_p}")
+        self.labels = (f"SELECT DISTINCT user_id, item_id FROM {source} WHERE behavior = 4 "
+                       f"AND time >= {d}::TIMESTAMP AND time < {e}::TIMESTAMP{day_prune}{self.in_p}")
 
     def counts(self) -> str:
         """Candidates and positives (for the negative keep rate)."""
@@ -115,12 +128,13 @@ class _DaySql:
     def rows(self, features: Path, meta: dict, labelled: bool, sequences: bool, chunk: int = 0,
              chunks: int = 1) -> str:
         """The joined rows of the users in hash bucket ``chunk`` of ``chunks``."""
-        joins, cols = _feature_sources(features, meta, self.day, sequences)
+        joins, cols, files_of = _feature_sources(features, meta, self.day, sequences)
+        self.params.update(files_of)
         label = ", (lab.user_id IS NOT NULL)::TINYINT AS label" if labelled else ""
         lab_join = "LEFT JOIN lab ON lab.user_id = c.user_id AND lab.item_id = c.item_id" if labelled else ""
         cand = self.cand if chunks == 1 else f"SELECT * FROM ({self.cand}) WHERE hash(user_id) % {chunks} = {chunk}"
         return f"""WITH cand AS ({cand}), lab AS ({self.labels})
-            SELECT c.user_id, c.item_id, c.category_id, DATE '{self.day}' AS label_day{label}, {', '.join(cols)}
+            SELECT c.user_id, c.item_id, c.category_id, {day_param(self.day)} AS label_day{label}, {', '.join(cols)}
             FROM cand AS c {lab_join} {' '.join(joins)}"""
 
 
@@ -129,13 +143,17 @@ def _stream(con: object, q: _DaySql, features: Path, meta: dict, labelled: bool,
     """The joined rows of a day as one reader, computed in user-hash chunks of about ``CHUNK_ROWS``
     candidates (the joins of a chunk fit the memory limit however many candidates there are)."""
     chunks = max(1, -(-n_cand // CHUNK_ROWS))
-    first = con.sql(q.rows(features, meta, labelled, sequences, 0, chunks)).to_arrow_reader(BATCH_ROWS)  # type: ignore
+
+    def reader(chunk: int) -> pa.RecordBatchReader:
+        sql = q.rows(features, meta, labelled, sequences, chunk, chunks)
+        return con.sql(sql, params=bound(sql, **q.params)).to_arrow_reader(BATCH_ROWS)  # type: ignore[attr-defined]
+
+    first = reader(0)
 
     def batches() -> Iterator[pa.RecordBatch]:
         yield from first
         for b in range(1, chunks):
-            yield from con.sql(q.rows(features, meta, labelled, sequences, b, chunks)).to_arrow_reader(  # type: ignore
-                BATCH_ROWS)
+            yield from reader(b)
 
     return pa.RecordBatchReader.from_batches(first.schema, batches())
 
@@ -193,8 +211,11 @@ def build_dataset(events: str | os.PathLike[str], features: str | os.PathLike[st
                   os.fspath(items) if items else None, split)
     p_items = read_item_subset(items, "--items") if items is not None else None
     with_p = p_items is not None
+    feature_files = sorted(str(p) for p in feat.rglob("*.parquet"))
     with console.Stopwatch() as sw, atomic_dir(output, overwrite) as tmp, \
-            duck_session(threads, memory_limit, temp_dir or Path(os.fspath(output)).parent) as con:
+            duck_session(threads, memory_limit, temp_dir or Path(os.fspath(output)).parent,
+                         inputs=[ev.inputs, (f"--features {features}", feature_files)]) as con:
+        source = ev.view(con)
         if p_items is not None:
             con.register("p_items_arrow", pa.table({"item_id": p_items}))
             con.execute("CREATE TEMP TABLE p_items AS SELECT DISTINCT item_id FROM p_items_arrow").fetchall()
@@ -202,18 +223,18 @@ def build_dataset(events: str | os.PathLike[str], features: str | os.PathLike[st
         with console.progress("dataset", total=len(days) + (1 if target else 0)) as bar:
             for day in days:
                 bar.update(info=str(day))
-                q = _DaySql(ev, day, candidate_days, with_p)
-                n_cand, n_pos = con.sql(q.counts()).fetchall()[0]
+                q = _DaySql(ev, day, candidate_days, with_p, source)
+                n_cand, n_pos = con.execute(q.counts(), bound(q.counts())).fetchall()[0]
                 rate = 1.0 if neg_ratio == 0 or n_cand == n_pos else min(1.0, neg_ratio * n_pos / (n_cand - n_pos))
-                pairs = con.sql(q.labels).to_arrow_table()
+                pairs = con.sql(q.labels, params=bound(q.labels)).to_arrow_table()
                 writer.write_day(day, _stream(con, q, feat, meta, True, sequences, n_cand), pairs, rate,
                                  lambda t, d=day, r=rate: keep_negative(t.column("user_id").to_numpy(),
                                                                         t.column("item_id").to_numpy(), d, seed, r))
                 bar.advance(1)
             if target is not None:
                 bar.update(info=f"predict {target}")
-                q = _DaySql(ev, target, candidate_days, with_p)
-                n_cand = con.sql(q.counts()).fetchall()[0][0]
+                q = _DaySql(ev, target, candidate_days, with_p, source)
+                n_cand = con.execute(q.counts(), bound(q.counts())).fetchall()[0][0]
                 writer.write_predict(_stream(con, q, feat, meta, False, sequences, n_cand))
                 bar.advance(1)
         inputs = [os.fspath(events), os.fspath(features)] + ([os.fspath(items)] if items else [])

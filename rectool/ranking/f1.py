@@ -49,6 +49,7 @@ SCAN_SCHEMA = pa.schema([("max_per_user", pa.int64()), ("topk", pa.int64()), ("t
                          ("n_pred", pa.int64()), ("n_hit", pa.int64()), ("precision", pa.float64()),
                          ("recall", pa.float64()), ("f1", pa.float64()), ("best", pa.bool_())])
 AUTO_MULTIPLES = (0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 3.0, 5.0, 8.0)
+MAX_COUNT = np.iinfo(np.int64).max  # counts are scanned as int64: a larger one is a typo (use 'all')
 
 
 @dataclass
@@ -243,10 +244,11 @@ def parse_topks(text: str) -> list[int | None] | None:
     for part in (p.strip().lower() for p in text.split(",") if p.strip()):
         if part in ("all", "none"):
             out.append(None)
-        elif part.isdigit() and int(part) > 0:
+        elif part.isdigit() and 0 < int(part) <= MAX_COUNT:
             out.append(int(part))
         else:
-            raise UserError(f"--topk-list {text!r}: {part!r} is not a positive count, 'all' or 'auto'")
+            raise UserError(f"--topk-list {text!r}: {part!r} is not a positive count (at most {MAX_COUNT}), 'all' "
+                            "or 'auto'")
     if not out:
         raise UserError("--topk-list: give counts such as 500,1000,all or auto")
     return out
@@ -263,8 +265,8 @@ def parse_floats(text: str, flag: str) -> list[float | None]:
             value = float(part)
         except ValueError:
             raise UserError(f"{flag} {text!r}: {part!r} is not a number or 'none'") from None
-        if math.isnan(value):
-            raise UserError(f"{flag} {text!r}: NaN is not a threshold")
+        if not math.isfinite(value):
+            raise UserError(f"{flag} {text!r}: {part!r} is not a finite threshold; give numbers or 'none'")
         out.append(value)
     return out or [None]
 
@@ -274,7 +276,7 @@ def parse_caps(text: str | None) -> list[int | None]:
         return []
     out: list[int | None] = []
     for part in (p.strip() for p in text.split(",") if p.strip()):
-        if not part.isdigit() or int(part) < 1:
-            raise UserError(f"--max-per-user {text!r}: {part!r} is not a positive count")
+        if not part.isdigit() or not 0 < int(part) <= MAX_COUNT:
+            raise UserError(f"--max-per-user {text!r}: {part!r} is not a positive count (at most {MAX_COUNT})")
         out.append(int(part))
     return out

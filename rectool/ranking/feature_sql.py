@@ -29,7 +29,8 @@ combination, ``day < c AND (next_day IS NULL OR next_day >= c)``, and fall in th
 Active days are rows of the daily table of the group in the window.
 
 Example (cut-off 2014-12-18, window 3d): ``browse_3d = sum(n_browse) FILTER (WHERE day >=
-DATE '2014-12-15')`` over rows with ``day < DATE '2014-12-18'``.
+$day_2014_12_15::DATE)`` over rows with ``day < $day_2014_12_18::DATE``; days are bound
+parameters (``common.day_param``), so every statement runs as ``con.execute(sql, bound(sql))``.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 
-from rectool.ranking.common import Events
+from rectool.ranking.common import Events, day_param
 
 BEHAVIORS = {1: "browse", 2: "collect", 3: "cart", 4: "buy"}
 RATIOS = (("buy", "browse"), ("buy", "cart"), ("cart", "browse"))
@@ -50,7 +51,8 @@ def suffix(window: int | None) -> str:
 
 
 def _lit(day: dt.date) -> str:
-    return f"DATE '{day.isoformat()}'"
+    """A day in the SQL: a bound parameter (``common.day_param``); run statements with ``bound(sql)``."""
+    return day_param(day)
 
 
 def _next(keys: str) -> str:
@@ -70,17 +72,21 @@ def minutes(day: dt.date) -> int:
 
 
 def rollup_sql(events: Events, cutoffs: Sequence[dt.date], windows: Sequence[int | None],
-               with_items: bool) -> list[str]:
-    """Statements building the cut-off independent tables from events before the last cut-off."""
+               with_items: bool, source: str = "ev_files") -> list[str]:
+    """Statements building the cut-off independent tables from events before the last cut-off
+    (``source``: the view ``Events.view`` made over the events files)."""
     until = max(cutoffs)
-    where = f"time < TIMESTAMP '{until.isoformat()}'"
+    where = f"time < {_lit(until)}::TIMESTAMP"
     if events.hive:  # skip whole day files
         where += f" AND dt < {_lit(until)}"
     counts = ", ".join(f"count(*) FILTER (WHERE behavior = {k})::INTEGER AS n_{b}" for k, b in BEHAVIORS.items())
     times = ", ".join(f"max(m) FILTER (WHERE behavior = {k}) AS t_{b}" for k, b in BEHAVIORS.items())
     in_p = " AND item_id IN (SELECT item_id FROM p_items)" if with_items else ""
     # geohashes only ever counted: their 64-bit hashes group faster than the strings
-    geo = "SELECT DISTINCT {key}, hash(geohash) AS geohash, day FROM ev WHERE geohash IS NOT NULL{extra}"
+    # the events before the last cut-off, as a subquery (a view could not hold the bound day)
+    ev = (f"(SELECT user_id, item_id, category_id, behavior, geohash, time::DATE AS day, "
+          f"(epoch_ms(time) // 60000)::INTEGER AS m FROM {source} WHERE {where}) AS ev")
+    geo = "SELECT DISTINCT {key}, hash(geohash) AS geohash, day FROM {ev} WHERE geohash IS NOT NULL{extra}"
     # per item and cut-off: its last active day and its actions in the largest window (category
     # distinct items and ranks need every item, the item table only those of P)
     actions = " + ".join(f"n_{b}" for b in BEHAVIORS.values())
@@ -91,12 +97,10 @@ def rollup_sql(events: Events, cutoffs: Sequence[dt.date], windows: Sequence[int
         + ("" if largest is None else f" AND day >= {_lit(c - dt.timedelta(days=largest))}") + f") AS act_{k}"
         for k, c in enumerate(cutoffs))
     return [
-        f"CREATE TEMP VIEW ev AS SELECT user_id, item_id, category_id, behavior, geohash, time::DATE AS day, "
-        f"(epoch_ms(time) // 60000)::INTEGER AS m FROM {events.source()} WHERE {where}",
         f"""CREATE TEMP TABLE uid AS SELECT *, {_next('user_id, item_id')} FROM (
               SELECT user_id, item_id, any_value(category_id) AS category_id, day, {counts}, {times},
                 max(m) AS t_any
-              FROM ev GROUP BY user_id, item_id, day)""",
+              FROM {ev} GROUP BY user_id, item_id, day)""",
         f"CREATE TEMP TABLE ucd AS SELECT *, {_next('user_id, category_id')} FROM "
         f"({_daily('user_id, category_id', 'uid')})",
         f"CREATE TEMP TABLE idd AS SELECT *, {_next('item_id')} FROM "
@@ -106,9 +110,9 @@ def rollup_sql(events: Events, cutoffs: Sequence[dt.date], windows: Sequence[int
         f"CREATE TEMP TABLE ud AS {_daily('user_id', 'ucd')}",
         f"CREATE TEMP TABLE cd AS {_daily('category_id', 'ucd')}",
         f"CREATE TEMP TABLE ugeo AS SELECT *, {_next('user_id, geohash')} FROM "
-        f"({geo.format(key='user_id', extra='')})",
+        f"({geo.format(key='user_id', ev=ev, extra='')})",
         f"CREATE TEMP TABLE igeo AS SELECT *, {_next('item_id, geohash')} FROM "
-        f"({geo.format(key='item_id', extra=in_p)})",
+        f"({geo.format(key='item_id', ev=ev, extra=in_p)})",
     ]
 
 
@@ -124,8 +128,8 @@ class CutoffSql:
 
     # --------------------------------------------------------------------- column lists
 
-    def _start(self, w: int | None) -> str:
-        return "TRUE" if w is None else f"day >= {_lit(self.cutoff - dt.timedelta(days=w))}"
+    def _start(self, w: int | None, column: str = "day") -> str:
+        return "TRUE" if w is None else f"{column} >= {_lit(self.cutoff - dt.timedelta(days=w))}"
 
     def _aggregates(self) -> str:
         """Counts per behaviour x window, active days, last times, over a daily table."""
@@ -141,7 +145,7 @@ class CutoffSql:
         cols += [f"active_days_{suffix(w)}" for w in self.windows]
         cols += [f"(CASE WHEN {d}_{suffix(w)} > 0 THEN {n}_{suffix(w)} / {d}_{suffix(w)} ELSE 0 END)::FLOAT "
                  f"AS {n}_per_{d}_{suffix(w)}" for w in self.windows for n, d in RATIOS]
-        cols += [f"coalesce(({minutes(self.cutoff)} - t_{b}) / 60.0, {NEVER_HOURS})::FLOAT AS hours_since_{b}"
+        cols += [f"coalesce(($cutoff_minutes - t_{b}) / 60.0, {NEVER_HOURS})::FLOAT AS hours_since_{b}"
                  for b in TIMES]
         return ", ".join(cols)
 
@@ -157,7 +161,7 @@ class CutoffSql:
 
     def _items_from_il(self) -> str:
         """Distinct items per window from the item table ``il`` (last active day before this cut-off)."""
-        return ", ".join(f"count(*) FILTER (WHERE {self._start(w).replace('day', f'last_{self.k}')})::INTEGER "
+        return ", ".join(f"count(*) FILTER (WHERE {self._start(w, f'last_{self.k}')})::INTEGER "
                          f"AS items_{suffix(w)}" for w in self.windows)
 
     def _zero(self, name: str) -> str:
@@ -197,8 +201,13 @@ class CutoffSql:
         return [table("ui_recent", light, pairs), table("ui_feat", heavy, f"{pairs}{self._in_p()}")]
 
     def output(self, group: str) -> str:
-        """The SELECT writing one group table."""
+        """The SELECT writing one group table (its values besides the days: ``params``)."""
         return getattr(self, f"_{group}")()
+
+    @property
+    def params(self) -> dict[str, int]:
+        """The named parameters of ``output`` other than the days: ``bound(sql, **q.params)``."""
+        return {"last_n": self.last_n, "cutoff_minutes": minutes(self.cutoff)}
 
     def _user(self) -> str:
         # order by last action (minute precision), ties by the low 36 bits of item_id: one BIGINT key,
@@ -212,8 +221,8 @@ class CutoffSql:
             LEFT JOIN {self._distinct('categories', 'ucd', 'user_id')} USING (user_id)
             LEFT JOIN {self._distinct('geohashes', 'ugeo', 'user_id')} USING (user_id)
             LEFT JOIN {self._cnb('user_id')} USING (user_id)
-            LEFT JOIN (SELECT user_id, list_reverse(max_by(item_id, {key}, {self.last_n})) AS last_items,
-                         list_reverse(max_by(category_id, {key}, {self.last_n})) AS last_categories
+            LEFT JOIN (SELECT user_id, list_reverse(max_by(item_id, {key}, $last_n)) AS last_items,
+                         list_reverse(max_by(category_id, {key}, $last_n)) AS last_categories
                        FROM {self._last_rows('uid')} GROUP BY user_id) USING (user_id)"""
 
     def _item(self) -> str:

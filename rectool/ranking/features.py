@@ -66,7 +66,7 @@ import pyarrow.parquet as pq
 from rectool import console
 from rectool.artifacts import atomic_dir, schema_summary, write_meta
 from rectool.errors import UserError
-from rectool.ranking.common import Events, duck_session, open_events, read_item_subset, sql_str
+from rectool.ranking.common import MAX_DAYS, Events, bound, duck_session, open_events, read_item_subset
 from rectool.ranking.feature_sql import NEVER_HOURS, CutoffSql, rollup_sql, suffix
 
 GROUPS = {  # group -> key columns (the join keys used by ``dataset``)
@@ -86,10 +86,10 @@ def parse_windows(text: str) -> list[int | None]:
     for part in (p.strip().lower() for p in text.split(",") if p.strip()):
         if part == "all":
             out.append(None)
-        elif part.isdigit() and int(part) > 0:
+        elif part.isdigit() and 0 < int(part) <= MAX_DAYS:
             out.append(int(part))
         else:
-            raise UserError(f"--windows {text!r}: {part!r} is neither a positive number of days nor 'all'")
+            raise UserError(f"--windows {text!r}: {part!r} is neither a number of days (1-{MAX_DAYS}) nor 'all'")
     if not out:
         raise UserError("--windows: give at least one window, e.g. 1,3,7,all")
     finite = sorted({w for w in out if w is not None})
@@ -134,36 +134,37 @@ def build_features(events: str | os.PathLike[str], output: str | os.PathLike[str
     windows = list(windows)
     finite = [w for w in windows if w is not None]
     pair_days = pair_days if pair_days is not None else (max(finite) if finite else 7)
-    if pair_days < 1:
-        raise UserError(f"--pair-days {pair_days}: give at least 1")
+    if not 1 <= pair_days <= MAX_DAYS:
+        raise UserError(f"--pair-days {pair_days}: give 1 to {MAX_DAYS} days")
     if last_n < 1:
         raise UserError(f"--last-n {last_n}: give at least 1")
     p_items = read_item_subset(items, "--items") if items is not None else None
     rows: dict[str, dict[str, int]] = {g: {} for g in GROUPS}
     schemas: dict[str, dict[str, str]] = {}
     with console.Stopwatch() as sw, atomic_dir(output, overwrite) as tmp, \
-            duck_session(threads, memory_limit, temp_dir or Path(os.fspath(output)).parent) as con, \
+            duck_session(threads, memory_limit, temp_dir or Path(os.fspath(output)).parent,
+                         inputs=[ev.inputs]) as con, \
             console.progress("features", total=1 + len(cuts) * (1 + len(GROUPS))) as bar:
         if p_items is not None:
             import pyarrow as pa
 
             con.register("p_items_arrow", pa.table({"item_id": p_items}))
             con.execute("CREATE TEMP TABLE p_items AS SELECT DISTINCT item_id FROM p_items_arrow").fetchall()
-        for stmt in rollup_sql(ev, cuts, windows, p_items is not None):
-            con.execute(stmt).fetchall()
+        for stmt in rollup_sql(ev, cuts, windows, p_items is not None, source=ev.view(con)):
+            con.execute(stmt, bound(stmt)).fetchall()
         bar.advance(1)
         for k, c in enumerate(cuts):
             q = CutoffSql(k, c, windows, pair_days, last_n, p_items is not None)
             bar.update(info=str(c))
             for stmt in q.prepare():
-                con.execute(stmt).fetchall()
+                con.execute(stmt, bound(stmt)).fetchall()
             bar.advance(1)
             for group in GROUPS:
                 folder = tmp / group / f"cutoff={c.isoformat()}"
                 folder.mkdir(parents=True)
                 path = folder / "part-00000.parquet"
-                con.execute(f"COPY ({q.output(group)}) TO {sql_str(path)} (FORMAT parquet, COMPRESSION zstd, "
-                            "ROW_GROUP_SIZE 262144)").fetchall()
+                copy = f"COPY ({q.output(group)}) TO $path (FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE 262144)"
+                con.execute(copy, bound(copy, path=str(path), **q.params)).fetchall()
                 rows[group][c.isoformat()] = pq.ParquetFile(path).metadata.num_rows
                 schemas.setdefault(group, schema_summary(pq.read_schema(path)))
                 bar.advance(1)

@@ -31,6 +31,7 @@ import pyarrow.csv as pacsv
 
 from rectool import console
 from rectool.artifacts import expand_paths, open_dataset, read_meta, require_columns
+from rectool.badinput import quote, read_table
 from rectool.errors import UserError
 from rectool.ranking.predictions import days_of
 
@@ -51,12 +52,12 @@ def _distinct(table: pa.Table) -> pa.Table:
 
 def _read_text(path: Path) -> pa.Table:
     with open(path, "rb") as fh:
-        first = fh.readline().decode("utf-8", errors="replace").strip()
+        first = fh.readline().decode("utf-8-sig", errors="replace").strip()  # -sig: a byte order mark is no name
     delimiter = "\t" if "\t" in first else ","
     fields = [f.strip().lower() for f in first.split(delimiter)]
     header = not fields[0].lstrip("-").isdigit()
     if header and not {"user_id", "item_id"} <= set(fields):
-        raise UserError(f"--label-path {path}: header {first!r} lacks user_id,item_id; write the true pairs as "
+        raise UserError(f"--label-path {path}: header {quote(first)} lacks user_id,item_id; write the true pairs as "
                         "user_id,item_id")
     names = fields if header else ["user_id", "item_id", *[f"c{i}" for i in range(2, len(fields))]]
     types = {"user_id": pa.int64(), "item_id": pa.int64()}
@@ -82,7 +83,7 @@ def _from_dataset_split(path: Path, meta: dict) -> Labels | None:
     labels_dir = path / (meta.get("labels") or "../labels")
     if not labels_dir.is_dir():
         return None
-    table = open_dataset(labels_dir, "--label-path").to_table()
+    table = read_table(open_dataset(labels_dir, "--label-path"), f"--label-path {labels_dir}")
     table = table.filter(pc.equal(table["split"], name))
     days = {dt.date.fromisoformat(d) for d in meta.get("label_days", [])}
     return Labels(_distinct(table), days, f"{labels_dir.resolve()} (split {name})")
@@ -112,7 +113,7 @@ def read_labels(spec: str | os.PathLike[str]) -> Labels:
     ds = open_dataset(text, "--label-path")
     require_columns(ds.schema, ("user_id", "item_id"), text, "labels need user_id, item_id (+ label or label_day)")
     cols = [c for c in ("user_id", "item_id", "label_day", "label") if c in ds.schema.names]
-    table = ds.to_table(columns=cols)
+    table = read_table(ds, f"--label-path {text}", columns=cols)
     if "label" in cols:
         console.warn(f"{text}: labels taken from the rows with label = 1, i.e. only the pairs the candidates cover; "
                      "recall is relative to the candidates")

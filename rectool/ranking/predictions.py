@@ -35,6 +35,7 @@ from rectool.artifacts import (
     write_ipc_stdout,
     write_meta,
 )
+from rectool.badinput import read_table
 from rectool.errors import UserError
 
 PRED_SCHEMA = pa.schema([("user_id", pa.int64()), ("item_id", pa.int64()), ("score", pa.float32()),
@@ -72,7 +73,7 @@ def read_predictions(spec: str | os.PathLike[str], flag: str = "--pred-path") ->
     ds = open_dataset(text, flag)
     require_columns(ds.schema, REQUIRED, text, "predictions need user_id, item_id, score (see `rectool baseline`)")
     cols = [*REQUIRED, *(["label_day"] if "label_day" in ds.schema.names else [])]
-    table = ds.to_table(columns=cols)
+    table = read_table(ds, f"{flag} {text}", columns=cols)
     if table.num_rows == 0:
         raise UserError(f"{flag} {text}: holds no predictions; check the model or the candidates it scored")
     for name in ("user_id", "item_id"):

@@ -25,6 +25,7 @@ Example::
 
 from __future__ import annotations
 
+import math
 import os
 from typing import Literal
 
@@ -34,7 +35,7 @@ import pyarrow.csv as pacsv
 
 from rectool.artifacts import atomic_file
 from rectool.errors import UserError
-from rectool.ranking.common import quiet_duckdb, read_item_subset
+from rectool.ranking.common import bound, quiet_duckdb, read_item_subset
 from rectool.ranking.f1 import best_settings
 from rectool.ranking.predictions import days_of, read_predictions
 
@@ -62,6 +63,9 @@ def submit(pred_path: str | os.PathLike[str], item_subset_path: str | os.PathLik
         raise UserError(f"--topk {topk}: give at least 1, or leave it out to keep every pair")
     if max_entries_per_user is not None and max_entries_per_user < 1:
         raise UserError(f"--max-entries-per-user {max_entries_per_user}: give at least 1")
+    if threshold is not None and not math.isfinite(threshold):
+        raise UserError(f"--threshold {threshold}: give a finite score (pairs with score >= it are kept), or leave "
+                        "it out to keep every score")
     if os.fspath(output) == "-":
         raise UserError("--output -: the submission is a file; give its path")
     pred, meta = read_predictions(pred_path)
@@ -73,21 +77,25 @@ def submit(pred_path: str | os.PathLike[str], item_subset_path: str | os.PathLik
     con = quiet_duckdb()
     con.register("pred", pred.select(["user_id", "item_id", "score"]))
     con.register("p_items", pa.table({"item_id": p_items}))
-    # at float32 precision, the precision of the prediction schema (0.9 keeps a score of 0.9)
-    t_cond = "TRUE" if threshold is None else f"score >= {float(np.float32(threshold))!r}"
-    cap = "TRUE" if max_entries_per_user is None else f"user_rank <= {int(max_entries_per_user)}"
-    limit = "" if topk is None else f"LIMIT {int(topk)}"
+    # the values are bound parameters, never SQL text; the threshold at float32 precision, the
+    # precision of the prediction schema (0.9 keeps a score of 0.9)
+    values = {"threshold": None if threshold is None else float(np.float32(threshold)),
+              "cap": max_entries_per_user, "topk": topk}
+    t_cond = "TRUE" if threshold is None else "score >= $threshold"
+    cap = "TRUE" if max_entries_per_user is None else "user_rank <= $cap"
+    limit = "" if topk is None else "LIMIT $topk"
     con.execute("CREATE TEMP TABLE in_p AS SELECT * FROM pred SEMI JOIN p_items USING (item_id)").fetchall()
     con.execute("CREATE TEMP TABLE pairs AS SELECT user_id, item_id, max(score) AS score FROM in_p "
                 "GROUP BY user_id, item_id").fetchall()
-    con.execute(f"""CREATE TEMP TABLE kept AS SELECT *,
-                      row_number() OVER (PARTITION BY user_id ORDER BY score DESC, item_id) AS user_rank
-                    FROM pairs WHERE {t_cond}""").fetchall()
-    n_in_p, n_pairs, n_kept, n_capped = con.sql(
-        f"""SELECT (SELECT count(*) FROM in_p), (SELECT count(*) FROM pairs), (SELECT count(*) FROM kept),
-                   (SELECT count(*) FROM kept WHERE {cap})""").fetchall()[0]
-    final = con.sql(f"SELECT user_id, item_id FROM kept WHERE {cap} ORDER BY score DESC, user_id, item_id "
-                    f"{limit}").to_arrow_table()
+    kept = f"""CREATE TEMP TABLE kept AS SELECT *,
+                 row_number() OVER (PARTITION BY user_id ORDER BY score DESC, item_id) AS user_rank
+               FROM pairs WHERE {t_cond}"""
+    con.execute(kept, bound(kept, **values)).fetchall()
+    counts = f"""SELECT (SELECT count(*) FROM in_p), (SELECT count(*) FROM pairs), (SELECT count(*) FROM kept),
+                        (SELECT count(*) FROM kept WHERE {cap})"""
+    n_in_p, n_pairs, n_kept, n_capped = con.execute(counts, bound(counts, **values)).fetchall()[0]
+    select = f"SELECT user_id, item_id FROM kept WHERE {cap} ORDER BY score DESC, user_id, item_id {limit}"
+    final = con.sql(select, params=bound(select, **values)).to_arrow_table()
     con.close()
     with atomic_file(output, overwrite) as tmp, open(tmp, "wb") as fh:
         if fmt == "csv":  # written by hand: pyarrow would quote the header

@@ -39,6 +39,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from rectool.badinput import read_table
 from rectool.errors import UserError
 from rectool.retrieval import kernels
 from rectool.retrieval.formats import (
@@ -127,7 +128,8 @@ def _users(path: str | os.PathLike[str] | None, history: UserLists) -> np.ndarra
 
     ds = open_dataset(path, "--users")
     require_columns(ds.schema, [USER_ID], f"--users {os.fspath(path)}")
-    ids = int_column(ds.to_table(columns=[USER_ID])[USER_ID], f"--users {os.fspath(path)}", USER_ID)
+    label = f"--users {os.fspath(path)}"
+    ids = int_column(read_table(ds, label, columns=[USER_ID])[USER_ID], label, USER_ID)
     return np.unique(ids)
 
 

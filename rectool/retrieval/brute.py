@@ -10,6 +10,11 @@ then item row asc):
     (inner product, cosine, or minus the squared L2 distance), so the two compare; with
     ``mix``, inner products mixed with the item-to-item terms of ``retrieve --item-to-item /
     --item-similarity`` (``rectool.retrieval.item_to_item``).
+``brute_search_dot_torch(queries, items, k)``
+    the same inner-product search as batched matrix products and ``torch.topk`` on the
+    items tensor's device: ``retrieve --method brute --device cuda``. Same top-k and
+    scores; items tied on score may come in another order.
+
 ``brute_search(scorer, n_users, n_items, k)``
     any pairwise model through the NANN scorer callback
     ``scorer(user_index int64[], item_row int64[]) -> float32[]`` over flat pairs (at
@@ -25,6 +30,8 @@ Example::
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from rectool.errors import UserError
@@ -32,6 +39,9 @@ from rectool.retrieval import kernels
 from rectool.retrieval.formats import IdMap, Ragged, TopK, no_exclusion
 from rectool.retrieval.item_to_item import MixedScores
 from rectool.retrieval.nann_search import Scorer, maybe_progress
+
+if TYPE_CHECKING:
+    import torch
 
 
 class _Heaps:
@@ -129,3 +139,35 @@ def brute_search(scorer: Scorer, n_users: int, n_items: int, k: int, *, item_ids
             bar.advance(stop - start)
     return TopK(out[0], out[1], out[2], np.full(n_users, n_items, dtype=np.int64))
 
+
+
+def brute_search_dot_torch(queries: np.ndarray, items: torch.Tensor, k: int, *, item_ids: np.ndarray | None = None,
+                           exclude: Ragged | None = None, user_batch: int = 4096) -> TopK:
+    """Exact top-``k`` by inner product on ``items``' device (a GPU): one matrix product and one
+    ``torch.topk`` per user batch, excluded items set to -inf on the device."""
+    import torch
+
+    n, n_items = queries.shape[0], items.shape[0]
+    if queries.ndim != 2 or queries.shape[1] != items.shape[1]:
+        raise UserError(f"query embeddings {queries.shape} and item embeddings {tuple(items.shape)} differ in "
+                        "dimension; use the user and item towers of one model")
+    k = min(k, n_items)
+    excl = _exclusion_rows(exclude, n, n_items, item_ids)
+    out_rows = np.empty((n, k), dtype=np.int64)
+    out_scores = np.empty((n, k), dtype=np.float32)
+    for start in range(0, n, user_batch):
+        stop = min(n, start + user_batch)
+        q = torch.from_numpy(np.ascontiguousarray(queries[start:stop], dtype=np.float32)).to(items.device)
+        block = q @ items.T
+        sub = excl.slice(start, stop)
+        if len(sub.values):
+            users = np.repeat(np.arange(stop - start), np.diff(sub.offsets))
+            block[torch.from_numpy(users).to(items.device),
+                  torch.from_numpy(sub.values.astype(np.int64)).to(items.device)] = float("-inf")
+        scores, rows = torch.topk(block, k, dim=1)
+        out_scores[start:stop], out_rows[start:stop] = scores.cpu().numpy(), rows.cpu().numpy()
+    valid = np.isfinite(out_scores)  # excluded items are the only -inf: they sort last
+    lengths = valid.sum(axis=1).astype(np.int64)
+    ids = out_rows if item_ids is None else item_ids[out_rows]
+    return TopK(np.where(valid, ids, -1), np.where(valid, out_scores, -np.inf).astype(np.float32), lengths,
+                np.full(n, n_items, dtype=np.int64))

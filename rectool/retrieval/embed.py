@@ -23,8 +23,11 @@ import pyarrow as pa
 import torch
 
 from rectool import console
-from rectool.artifacts import PartWriter, atomic_dir, open_dataset, require_columns, write_meta
+from rectool.artifacts import PartWriter, open_dataset, require_columns, write_meta
+from rectool.badinput import count_rows, read_batches
 from rectool.errors import UserError
+from rectool.sharding import Shard, sharded_dir
+from rectool.train.distributed import program_on, resolve_device
 from rectool.train.inputs import to_tensors
 from rectool.train.predict import load_program
 
@@ -34,27 +37,35 @@ EMBEDDING_COLUMN = "item_emb"
 
 def embed(model: Path, items: str, output: str | os.PathLike[str], id_column: str = "item_id",
           reserved_columns: list[str] | None = None, batch_size: int = 65_536, part: str | None = None,
-          overwrite: bool = False) -> dict[str, Any]:
+          overwrite: bool = False, device: str = "auto") -> dict[str, Any]:
+    """Embed every item; under a sharded job (``rectool.sharding``) this process embeds its share."""
+    shard = Shard.from_env()
+    on = resolve_device(device, int(os.environ.get("LOCAL_RANK", "0")))
     meta_parts = _parts(Path(model))
     part = part or next((p for p in ITEM_PARTS if p in meta_parts), None)
     if part is None:
         raise UserError(f"--model {model}: has no item program ({' or '.join(ITEM_PARTS)}); export a retrieval "
                         "model (two_tower, mind, tdm, nann)")
     program, spec, _ = load_program(Path(model), part)
+    program = program_on(program, on)
     ds = open_dataset(items, "--items")
     reserved = [c for c in (reserved_columns or []) if c != id_column]
     require_columns(ds.schema, [id_column, *reserved, *spec.names], items, hint="the item program reads "
                     + ", ".join(spec.names))
-    total = ds.count_rows()
+    label = f"--items {items}"
+    if count_rows(ds, label) == 0:
+        raise UserError(f"--items {items}: has no rows")
+    ds = shard.dataset(ds)
+    total = count_rows(ds, label)
     columns = list(dict.fromkeys([id_column, *reserved, *spec.names]))
     dim = None
-    with atomic_dir(output, overwrite) as tmp, console.Stopwatch() as sw:
+    with sharded_dir(output, overwrite, shard) as tmp, console.Stopwatch() as sw:
         writer: PartWriter | None = None
         with console.progress("embed", total=total) as bar, torch.inference_mode():
-            for batch in ds.to_batches(columns=columns, batch_size=batch_size):
+            for batch in read_batches(ds, label, columns=columns, batch_size=batch_size):
                 if batch.num_rows == 0:
                     continue
-                vectors = program(to_tensors(batch, spec, source=str(items), with_label=False)).float().cpu().numpy()
+                vectors = program(to_tensors(batch, spec, source=str(items), with_label=False)).float().numpy()
                 if vectors.ndim != 2:
                     raise UserError(f"--model {model}: {part} returns shape {vectors.shape}, not [B, d]")
                 if not np.isfinite(vectors).all():
@@ -68,13 +79,15 @@ def embed(model: Path, items: str, output: str | os.PathLike[str], id_column: st
                     writer = PartWriter(tmp, out.schema)
                 writer.write(out)
                 bar.advance(batch.num_rows)
-        if writer is None:
-            raise UserError(f"--items {items}: has no rows")
-        writer.close()
-        write_meta(tmp, kind="embeddings", inputs=[str(items), str(model)], rows=writer.rows, schema=writer.schema,
-                   dim=dim, program=part, id_column=id_column)
-    return {"output": os.fspath(output), "items": writer.rows, "dim": dim, "program": part,
-            "items_per_s": round(writer.rows / max(sw.seconds, 1e-9), 1)}
+        rows = 0
+        if writer is not None:  # a process of a sharded job may hold no rows
+            writer.close()
+            rows = writer.rows
+            write_meta(tmp, kind="embeddings", inputs=[str(items), str(model)], rows=rows, schema=writer.schema,
+                       dim=dim, program=part, id_column=id_column)
+    rows = int(shard.sum(rows))
+    return {"output": os.fspath(output), "items": rows, "dim": dim, "program": part,
+            "items_per_s": round(rows / max(sw.seconds, 1e-9), 1), "processes": shard.world, "device": str(on)}
 
 
 def _parts(model: Path) -> dict:

@@ -43,6 +43,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as pads
 
 from rectool.artifacts import PartWriter, atomic_dir, check_kind, open_dataset, require_columns, write_meta
+from rectool.badinput import count_rows, guarded, read_table, reading
 from rectool.errors import UserError
 
 USER_ID = "user_id"
@@ -361,13 +362,13 @@ def read_user_lists(path: str | os.PathLike[str], what: str = "--truth-path") ->
     require_columns(ds.schema, [USER_ID], source, f"a truth table has {USER_ID} and {ITEM_IDS} (or {ITEM_ID})")
     list_column = next((c for c in LIST_COLUMNS if c in names), None)
     if list_column is not None:
-        table = ds.to_table(columns=[USER_ID, list_column])
+        table = read_table(ds, source, columns=[USER_ID, list_column])
         users = int_column(table[USER_ID], source, USER_ID)
         lists = _list_column(table[list_column], np.int64, source, list_column)
         return _group(np.repeat(users, lists.lengths()), lists.values) if len(users) else \
             UserLists(np.zeros(0, np.int64), Ragged(np.zeros(1, np.int64), np.zeros(0, np.int64)))
     if ITEM_ID in names:
-        table = ds.to_table(columns=[USER_ID, ITEM_ID])
+        table = read_table(ds, source, columns=[USER_ID, ITEM_ID])
         return _group(int_column(table[USER_ID], source, USER_ID), int_column(table[ITEM_ID], source, ITEM_ID))
     raise UserError(f"{source}: missing column {ITEM_IDS} (list form) or {ITEM_ID} (long form); it has "
                     f"{', '.join(names)}")
@@ -391,7 +392,7 @@ def read_recalls(path: str | os.PathLike[str], what: str = "--recall-path") -> U
     require_columns(ds.schema, [USER_ID, ITEM_IDS], source,
                     f"a recall file has {USER_ID}, {ITEM_IDS}, {SCORES}; write it with a retrieval command")
     columns = [USER_ID, ITEM_IDS] + ([N_SCORED] if N_SCORED in ds.schema.names else [])
-    table = ds.to_table(columns=columns)
+    table = read_table(ds, source, columns=columns)
     users = int_column(table[USER_ID], source, USER_ID)
     lists = _list_column(table[ITEM_IDS], np.int64, source, ITEM_IDS)
     n_scored = int_column(table[N_SCORED], source, N_SCORED) if N_SCORED in columns else None
@@ -433,8 +434,10 @@ class EmbeddingSource:
 
     def batches(self, batch_size: int = 65_536) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         source = f"--input {self.path}"
+        columns = [self.id_field, self.embedding_field]
         for fragment in self.dataset.get_fragments():
-            for batch in fragment.to_batches(columns=[self.id_field, self.embedding_field], batch_size=batch_size):
+            for batch in guarded(lambda f=fragment: f.to_batches(columns=columns, batch_size=batch_size),
+                                 (source, [fragment.path])):
                 if batch.num_rows == 0:
                     continue
                 ids = int_column(pa.chunked_array([batch.column(0)]), source, self.id_field)
@@ -473,14 +476,16 @@ def open_embeddings(path: str | os.PathLike[str], embedding_field: str = ITEM_EM
     dim: int | None = None
     first_file = ""
     for fragment in ds.get_fragments():
-        field_type = fragment.physical_schema.field(embedding_field).type
+        with reading((source, [fragment.path])):  # the footer of every file, the first rows of some
+            field_type = fragment.physical_schema.field(embedding_field).type
         try:
             size = _embedding_dim(field_type)
         except ValueError:
             raise UserError(f"{source}: column {embedding_field} is {field_type}, expected a fixed-size list of "
                             "float32 (or a list of floats)") from None
         if size is None:  # variable lists: the first row gives the dimension
-            first = fragment.head(1, columns=[embedding_field]).column(0)
+            with reading((source, [fragment.path])):
+                first = fragment.head(1, columns=[embedding_field]).column(0)
             size = int(pc.list_value_length(first)[0].as_py()) if len(first) else None
         if size is None:
             continue
@@ -491,4 +496,4 @@ def open_embeddings(path: str | os.PathLike[str], embedding_field: str = ITEM_EM
                             "embed all items with one model")
     if dim is None or dim == 0:
         raise UserError(f"{source}: the table holds no embedding; give a non-empty table written by rectool embed")
-    return EmbeddingSource(os.fspath(path), ds, embedding_field, id_field, dim, ds.count_rows())
+    return EmbeddingSource(os.fspath(path), ds, embedding_field, id_field, dim, count_rows(ds, source))

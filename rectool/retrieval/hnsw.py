@@ -39,6 +39,7 @@ import numpy as np
 
 from rectool import console
 from rectool.artifacts import atomic_dir, check_kind, write_meta
+from rectool.badinput import read_table
 from rectool.errors import UserError
 from rectool.retrieval.formats import (
     INDEX_KIND,
@@ -63,6 +64,7 @@ class HnswIndex:
     index: Any  # hnswlib.Index
     ids: np.ndarray
     meta: dict[str, Any]
+    where: str = "the index"  # how messages name it: "--index out/index"
 
     @property
     def space(self) -> str:
@@ -97,7 +99,7 @@ def load_index(path: str | os.PathLike[str], max_elements: int = 0, threads: int
         raise UserError(f"{what} {directory}: {IDS_FILE} has {len(ids)} ids, the index {index.get_current_count()} "
                         "items; rebuild the index")
     index.set_num_threads(threads if threads > 0 else -1)
-    return HnswIndex(index, ids, meta)
+    return HnswIndex(index, ids, meta, f"{what} {directory}")
 
 
 def _check_new_ids(new_ids: np.ndarray, old_ids: np.ndarray, source: str) -> None:
@@ -141,15 +143,20 @@ def build_index(input: str | os.PathLike[str], output: str | os.PathLike[str], *
             raise UserError(f"{where}: embedding dims differ: the table has {source.dim}, the --add-to index "
                             f"{old.dim}; embed the new items with the same model")
         space, m, ef_construction = old.space, int(old.meta["M"]), int(old.meta["ef_construction"])  # type: ignore
-    space = space or "ip"
-    m = m or 16
-    ef_construction = ef_construction or 200
+    # the defaults only where a value is missing: --m 0 is refused like --m 1, not read as "the default"
+    space = space if space is not None else "ip"
+    m = m if m is not None else 16
+    ef_construction = ef_construction if ef_construction is not None else 200
     if space not in SPACES:
         raise UserError(f"--space {space}: choose ip, l2 or cosine")
-    if m < 2 or ef_construction < 1:
-        raise UserError(f"--m {m} / --ef-construction {ef_construction}: M must be >= 2 and efConstruction >= 1")
+    if m < 2:
+        raise UserError(f"--m {m}: HNSW M (links per node) must be at least 2")
+    if ef_construction < 1:
+        raise UserError(f"--ef-construction {ef_construction}: give at least 1")
+    if batch_size < 1:
+        raise UserError(f"--batch-size {batch_size}: give at least 1")
     old_ids = old.ids if old is not None else np.zeros(0, dtype=np.int64)
-    new_ids = source.dataset.to_table(columns=[id_field])[id_field]
+    new_ids = read_table(source.dataset, where, columns=[id_field])[id_field]
     _check_new_ids(int_column(new_ids, where, id_field), old_ids, where)
 
     total = len(old_ids) + source.rows
@@ -200,8 +207,8 @@ def hnsw_search(index: HnswIndex, queries: np.ndarray, k: int, ef: int | None = 
 
     queries = np.ascontiguousarray(queries, dtype=np.float32)
     if queries.ndim != 2 or queries.shape[1] != index.dim:
-        raise UserError(f"query embeddings have shape {queries.shape}, the index dimension is {index.dim}; "
-                        "use the user tower exported with the item tower of this index")
+        raise UserError(f"{index.where}: the query embeddings have shape {queries.shape}, the index dimension is "
+                        f"{index.dim}; use the user tower exported with the item tower of this index")
     if k < 1:
         raise UserError(f"k {k}: ask for at least one item")
     n = queries.shape[0]

@@ -44,6 +44,7 @@ import numpy as np
 
 from rectool import console
 from rectool.artifacts import atomic_dir, open_dataset, require_columns, write_meta
+from rectool.badinput import read_table
 from rectool.errors import UserError
 from rectool.retrieval import kernels
 from rectool.retrieval.formats import ITEM_ID, METRICS_KIND, UserLists, int_column, read_recalls, read_truth
@@ -58,8 +59,8 @@ def parse_k_list(text: str | Sequence[int]) -> list[int]:
         ks = [int(x) for x in text.split(",") if x.strip()] if isinstance(text, str) else [int(x) for x in text]
     except ValueError:
         raise UserError(f"--k-list {text}: give cut-offs separated by commas, e.g. 10,20,50,200") from None
-    if not ks or min(ks) < 1:
-        raise UserError(f"--k-list {text}: give one or more cut-offs >= 1, e.g. 10,20,50,200")
+    if not ks or min(ks) < 1 or max(ks) > np.iinfo(np.int64).max:  # cut-offs are int64 arrays
+        raise UserError(f"--k-list {text}: give one or more cut-offs >= 1 (and below 2^63), e.g. 10,20,50,200")
     return sorted(set(ks))
 
 
@@ -100,7 +101,8 @@ def catalogue_size(recalls: UserLists, truth: UserLists, n_items: int | None = N
     if items is not None:
         ds = open_dataset(items, "--items")
         require_columns(ds.schema, [ITEM_ID], f"--items {os.fspath(items)}")
-        ids = int_column(ds.to_table(columns=[ITEM_ID])[ITEM_ID], f"--items {os.fspath(items)}", ITEM_ID)
+        label = f"--items {os.fspath(items)}"
+        ids = int_column(read_table(ds, label, columns=[ITEM_ID])[ITEM_ID], label, ITEM_ID)
         return int(len(np.unique(ids))), f"--items {os.fspath(items)}"
     both = np.unique(np.concatenate([recalls.lists.values, truth.lists.values]))
     return int(len(both)), "distinct items in recalls and truth"

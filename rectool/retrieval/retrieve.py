@@ -48,11 +48,14 @@ import pyarrow as pa
 import torch
 
 from rectool import console
-from rectool.artifacts import atomic_dir, open_dataset, require_columns, write_meta
+from rectool.artifacts import open_dataset, require_columns, write_meta
+from rectool.badinput import count_rows, read_batches, read_table
 from rectool.errors import UserError
 from rectool.retrieval.formats import USER_ID, Ragged, RecallWriter, TopK, int_column, union_topk
 from rectool.retrieval.item_to_item import ItemToItem, MixedScores
 from rectool.retrieval.repeat import RepeatBonus
+from rectool.sharding import Shard, sharded_dir, sum_rows
+from rectool.train.distributed import program_on, resolve_device
 from rectool.train.inputs import LEN_SUFFIX, InputSpec, to_tensors
 from rectool.train.predict import load_program
 
@@ -131,14 +134,18 @@ def _rows_per_call(lengths: np.ndarray, lo: int, budget: int) -> int:
     return lo + (int(fits[-1]) + 1 if len(fits) else 1)
 
 
+MAX_SEARCH = 2**31 - 1  # hnswlib and the NANN kernels take these as C ints
+
+
 def _counts(text: str | None, flag: str, least: int) -> list[int]:
     """Comma-separated whole numbers of at least ``least`` ("100,200,400"), or a one-line error."""
     try:
         values = [int(v) for v in text.split(",")] if text else []
     except ValueError:
         values = [least - 1]
-    if any(v < least for v in values):
-        raise UserError(f"{flag} {text}: give whole numbers of at least {least}, comma-separated (e.g. 100,200,400)")
+    if any(not least <= v <= MAX_SEARCH for v in values):
+        raise UserError(f"{flag} {text}: give whole numbers of at least {least} (and at most {MAX_SEARCH}), "
+                        "comma-separated (e.g. 100,200,400)")
     return values
 
 
@@ -152,7 +159,8 @@ def _item_ids(items: str | None, tree: str | None, index: str | None) -> np.ndar
     if items is not None:
         ds = open_dataset(items, "--items")
         require_columns(ds.schema, ["item_id"], items)
-        return np.unique(int_column(ds.to_table(columns=["item_id"])["item_id"], f"--items {items}", "item_id"))
+        return np.unique(int_column(read_table(ds, f"--items {items}", columns=["item_id"])["item_id"],
+                                    f"--items {items}", "item_id"))
     if tree is not None:
         from rectool.tree.structure import load_tree
 
@@ -189,7 +197,12 @@ def retrieve(method: Method, model: Path, users: str, output: str | os.PathLike[
              exclude_column: str | None = None, reserved_columns: list[str] | None = None, batch_size: int = 256,
              threads: int = 0, overwrite: bool = False, repeat_bonus: float | None = None,
              repeat_column: str | None = None, item_to_item: float | None = None,
-             item_similarity: float | None = None, item_to_item_temperature: float = 0.05) -> dict[str, Any]:
+             item_similarity: float | None = None, item_to_item_temperature: float = 0.05,
+             device: str = "auto") -> dict[str, Any]:
+    """Each user's top ``topk`` items; under a sharded job (``rectool.sharding``) this process
+    retrieves for its share of the users."""
+    shard = Shard.from_env()
+    on = resolve_device(device, int(os.environ.get("LOCAL_RANK", "0")))
     if method not in ("hnsw", "brute", "tdm", "nann"):
         raise UserError(f"--method {method}: choose hnsw, brute, tdm or nann")
     if topk < 1:
@@ -242,15 +255,16 @@ def retrieve(method: Method, model: Path, users: str, output: str | os.PathLike[
     if mix is not None and parts["user_tower"].get("output", "").startswith("interest"):
         raise UserError("--item-to-item / --item-similarity need one vector per user (two_tower); this export has "
                         "several interests per user (mind)")
-    engine = _Engine(method, towers, program, candidate, topk, index, items, tree, ef, rounds, expand, beam, threads,
-                     matrix, repeat, mix, history_column)
-    total = ds.count_rows()
+    engine = _Engine(method, towers, program_on(program, on), candidate, topk, index, items, tree, ef, rounds, expand,
+                     beam, threads, matrix, repeat, mix, history_column, on)
+    ds = shard.dataset(ds)
+    total = count_rows(ds, f"--users {users}")
     columns = list(dict.fromkeys([USER_ID, *user_spec.names, *reserved, *([column] if column else [])]))
-    with atomic_dir(output, overwrite) as tmp, console.Stopwatch() as sw:
+    with sharded_dir(output, overwrite, shard, merge=_merge_meta) as tmp, console.Stopwatch() as sw:
         writer = RecallWriter(tmp, n_scored=True, extra_fields=[ds.schema.field(c) for c in reserved])
         scored = 0
         with console.progress(f"retrieve {method}", total=total) as bar:
-            for batch in ds.to_batches(columns=columns, batch_size=batch_size):
+            for batch in read_batches(ds, f"--users {users}", columns=columns, batch_size=batch_size):
                 if batch.num_rows == 0:
                     continue
                 table = pa.Table.from_batches([batch])
@@ -267,16 +281,26 @@ def retrieve(method: Method, model: Path, users: str, output: str | os.PathLike[
         catalogue = engine.catalogue_size
         write_meta(tmp, kind="recalls", inputs=[str(users), str(model)] + [p for p in (index, items, tree) if p],
                    rows=writer.rows, method=method, topk=topk, exclude=column or "none",
-                   mean_scored_per_user=scored / max(writer.rows, 1), catalogue=catalogue,
+                   mean_scored_per_user=scored / max(writer.rows, 1), scored=scored, catalogue=catalogue,
                    search_seconds=round(time.perf_counter() - sw.start, 3),
                    repeat_bonus=None if repeat is None else {"column": repeat.column, "bonus": repeat.bonus.tolist()},
                    item_to_item=None if mix is None else {"item_to_item": mix.item_to_item,
                                                           "item_similarity": mix.similarity,
                                                           "temperature": mix.temperature})
-    return {"output": os.fspath(output), "method": method, "users": writer.rows, "topk": topk,
-            "mean_items_scored": round(scored / max(writer.rows, 1), 1),
-            "share_of_catalogue_scored": round(scored / max(writer.rows, 1) / catalogue, 5) if catalogue else "-",
-            "users_per_s": round(writer.rows / max(sw.seconds, 1e-9), 1)}
+    rows, scored = int(shard.sum(writer.rows)), shard.sum(scored)
+    return {"output": os.fspath(output), "method": method, "users": rows, "topk": topk,
+            "mean_items_scored": round(scored / max(rows, 1), 1),
+            "share_of_catalogue_scored": round(scored / max(rows, 1) / catalogue, 5) if catalogue else "-",
+            "users_per_s": round(rows / max(sw.seconds, 1e-9), 1), "processes": shard.world, "device": str(on)}
+
+
+def _merge_meta(metas: list[dict[str, Any]]) -> dict[str, Any]:
+    """The processes' metas of a sharded retrieve: users and scored items add up, the slowest search counts."""
+    merged = sum_rows(metas)
+    merged["scored"] = sum(m["scored"] for m in metas)
+    merged["mean_scored_per_user"] = merged["scored"] / max(merged["rows"], 1)
+    merged["search_seconds"] = max(m["search_seconds"] for m in metas)
+    return merged
 
 
 class _Engine:
@@ -286,7 +310,8 @@ class _Engine:
                  index: str | None, items: str | None, tree: str | None, ef: str | None, rounds: str | None,
                  expand: int | None, beam: int | None, threads: int, matrix: bool,
                  repeat: RepeatBonus | None = None, item_to_item: ItemToItem | None = None,
-                 history_column: str | None = None) -> None:
+                 history_column: str | None = None, device: torch.device | None = None) -> None:
+        self.device = device or torch.device("cpu")
         self.method, self.towers, self.program, self.candidate, self.k = method, towers, program, candidate, topk
         self.expand, self.matrix, self.repeat, self.item_to_item = expand, matrix, repeat, item_to_item
         self.history_column = history_column
@@ -314,6 +339,9 @@ class _Engine:
             ids, vecs = zip(*source.batches(), strict=True)
             self.item_ids, self.item_vecs = np.concatenate(ids), np.concatenate(vecs)
             self.catalogue_size = len(self.item_ids)
+            # on a GPU: the item matrix lives there, each user batch is one product + torch.topk
+            self.items_on_device = None if self.device.type == "cpu" or repeat is not None or \
+                item_to_item is not None else torch.from_numpy(np.ascontiguousarray(self.item_vecs)).to(self.device)
             if repeat is not None or history_column is not None:
                 from rectool.retrieval.repeat import table_lookup
 
@@ -376,8 +404,11 @@ class _Engine:
             from rectool.retrieval.hnsw import hnsw_search
 
             return hnsw_search(self.index, queries, self.k, ef=self.ef, exclude=exclude)
-        from rectool.retrieval.brute import brute_search_dot
+        from rectool.retrieval.brute import brute_search_dot, brute_search_dot_torch
 
+        if self.items_on_device is not None:
+            return brute_search_dot_torch(queries, self.items_on_device, self.k, item_ids=self.item_ids,
+                                          exclude=exclude)
         return brute_search_dot(queries, self.item_vecs, self.k, item_ids=self.item_ids, exclude=exclude,
                                 progress=False, mix=mix)
 

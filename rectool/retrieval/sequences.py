@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -58,27 +59,21 @@ from rectool import console
 from rectool.artifacts import atomic_dir, check_kind, expand_paths, open_dataset, parquet_files, write_meta
 from rectool.errors import UserError
 from rectool.hashing import mix64
+from rectool.ranking.common import bound, duck_session
 
 Protocol = Literal["user-split", "leave-one-out", "given"]
 
 
-def _connect(threads: int | None, memory_limit: str | None, temp_dir: str | None):  # noqa: ANN202
-    import duckdb
+@dataclass(frozen=True)
+class _EventFiles:
+    """One or more events datasets: their parquet files and the columns they all have."""
 
-    con = duckdb.connect()
-    if threads:
-        con.execute(f"SET threads = {int(threads)}")
-    if memory_limit:
-        con.execute(f"SET memory_limit = '{memory_limit}'")
-    if temp_dir:
-        con.execute(f"SET temp_directory = '{temp_dir}'")
-    con.execute("SET preserve_insertion_order = false")
-    return con
+    label: str
+    files: list[str]
+    columns: list[str]
 
 
-def _events_view(con, name: str, specs: Sequence[str], flag: str,  # noqa: ANN001
-                 behaviors: Sequence[int] | None) -> None:
-    """A view ``name`` over one or more events datasets with the ordering columns ``t`` and ``s``."""
+def _event_files(specs: Sequence[str], flag: str) -> _EventFiles:
     files: list[str] = []
     cols: list[str] | None = None
     for spec in specs:
@@ -91,31 +86,38 @@ def _events_view(con, name: str, specs: Sequence[str], flag: str,  # noqa: ANN00
         cols = names if cols is None else [c for c in cols if c in names]
         files += parquet_files(expand_paths(spec, flag))
     assert cols is not None
-    file_list = "[" + ", ".join("'" + f.replace("'", "''") + "'" for f in files) + "]"
+    return _EventFiles(f"{flag} {', '.join(map(str, specs))}", files, cols)
+
+
+def _events_view(con, name: str, events: _EventFiles) -> None:  # noqa: ANN001
+    """A view ``name`` over events datasets with the ordering columns ``t`` and ``s`` (the paths go to
+    DuckDB as a list, never as SQL text)."""
+    cols = events.columns
+    hive = any("=" in f for f in events.files)
+    con.read_parquet(events.files, hive_partitioning=hive, union_by_name=True).create_view(f"{name}_files")
     t = "epoch_ms(time)" if "time" in cols else "0"
     s = "seq" if "seq" in cols else "0"
     cat = "category_id" if "category_id" in cols else "NULL::BIGINT"
     beh = "behavior" if "behavior" in cols else "1::TINYINT"
-    where = f"WHERE {beh} IN ({', '.join(str(int(b)) for b in behaviors)})" if behaviors else ""
     con.execute(f"""CREATE OR REPLACE TEMP VIEW {name} AS
-        SELECT user_id, item_id, {cat} AS category_id, {beh} AS behavior, {t} AS t, {s} AS s
-        FROM read_parquet({file_list}, hive_partitioning = {'true' if any('=' in f for f in files) else 'false'},
-                          union_by_name = true)
-        {where}""")
+        SELECT user_id, item_id, {cat} AS category_id, {beh} AS behavior, {t} AS t, {s} AS s FROM {name}_files""")
 
 
-def _sequences(con, source: str, target: str) -> None:  # noqa: ANN001
-    con.execute(f"""CREATE OR REPLACE TEMP TABLE {target} AS
+def _sequences(con, source: str, target: str, behaviors: Sequence[int] | None) -> None:  # noqa: ANN001
+    where = "WHERE list_contains($behaviors, behavior)" if behaviors else ""
+    sql = f"""CREATE OR REPLACE TEMP TABLE {target} AS
         SELECT user_id,
                list(item_id ORDER BY t, s, behavior, item_id) AS items,
                list(coalesce(category_id, 0) ORDER BY t, s, behavior, item_id) AS cats,
                list(behavior ORDER BY t, s, behavior, item_id) AS behs
-        FROM {source} GROUP BY user_id""")
+        FROM {source} {where} GROUP BY user_id"""
+    con.execute(sql, bound(sql, behaviors=list(behaviors or [])))
 
 
 def _pick_users(con, min_behaviors: int, n_test: int, n_valid: int, seed: int) -> pa.Table:  # noqa: ANN001
     """Role of each eligible user: 0 train, 1 valid, 2 test (a seeded hash order, deterministic)."""
-    users = con.execute(f"SELECT user_id FROM seqs WHERE len(items) >= {int(min_behaviors)}").fetchnumpy()["user_id"]
+    users = con.execute("SELECT user_id FROM seqs WHERE len(items) >= $min_behaviors",
+                        {"min_behaviors": min_behaviors}).fetchnumpy()["user_id"]
     users = np.asarray(users, dtype=np.int64)
     if users.size <= n_test + n_valid:
         raise UserError(f"only {users.size} users have >= {min_behaviors} behaviours, not more than "
@@ -127,31 +129,36 @@ def _pick_users(con, min_behaviors: int, n_test: int, n_valid: int, seed: int) -
     return pa.table({"user_id": users, "role": role})
 
 
-def _copy(con, query: str, path: Path) -> int:  # noqa: ANN001
+def _copy(con, query: str, path: Path, params: dict[str, Any]) -> int:  # noqa: ANN001
+    """Write ``query`` (its ``$name`` parameters taken from ``params``) to ``path/part-00000.parquet``."""
     path.mkdir(parents=True, exist_ok=True)
     target = path / "part-00000.parquet"
-    con.execute(f"COPY ({query}) TO '{target}' (FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE 131072)")
+    sql = f"COPY ({query}) TO $target (FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE 131072)"
+    con.execute(sql, bound(sql, **params, target=str(target)))
     return pq.ParquetFile(target).metadata.num_rows
 
 
 def _behavior_filter(column: str, target_behaviors: Sequence[int] | None) -> str:
-    return f"AND {column} IN ({', '.join(str(int(b)) for b in target_behaviors)})" if target_behaviors else ""
+    return f"AND list_contains($target_behaviors, {column})" if target_behaviors else ""
 
 
-def _train_query(source: str, max_history: int, targets: str, min_history: int,
-                 target_behaviors: Sequence[int] | None = None) -> str:
-    first = "len(items)" if targets == "last" else str(min_history + 1)
+# the queries below take the user's values as parameters: $max_history, $min_history, $seed,
+# $target_behaviors, $exclude_behaviors (see ``_copy``)
+
+
+def _train_query(source: str, targets: str, target_behaviors: Sequence[int] | None = None) -> str:
+    first = "len(items)" if targets == "last" else "$min_history + 1"
     return f"""
         SELECT user_id,
-               list_slice(items, greatest(1, pos - {max_history}), pos - 1) AS hist_item_ids,
-               list_slice(cats, greatest(1, pos - {max_history}), pos - 1) AS hist_category_ids,
+               list_slice(items, greatest(1, pos - $max_history), pos - 1) AS hist_item_ids,
+               list_slice(cats, greatest(1, pos - $max_history), pos - 1) AS hist_category_ids,
                items[pos] AS item_id, cats[pos] AS category_id
         FROM (SELECT user_id, items, cats, behs, unnest(range({first}, len(items) + 1)) AS pos
-              FROM {source} WHERE len(items) > {min_history})
+              FROM {source} WHERE len(items) > $min_history)
         WHERE true {_behavior_filter("behs[pos]", target_behaviors)}"""
 
 
-def _set_train_query(source: str, max_history: int, seed: int, target_behaviors: Sequence[int] | None = None) -> str:
+def _set_train_query(source: str, target_behaviors: Sequence[int] | None = None) -> str:
     """Every distinct (item, behaviour) of a user's set against up to ``max_history`` of the user's
     other events (see the module docstring): an item listed twice with one behaviour is one event;
     an item carted and bought is two, so a bought item's history can hold its own cart."""
@@ -160,14 +167,14 @@ def _set_train_query(source: str, max_history: int, seed: int, target_behaviors:
             SELECT user_id, list(item_id ORDER BY h) AS items, list(category_id ORDER BY h) AS cats,
                    list(behavior ORDER BY h) AS behs
             FROM (SELECT user_id, item_id, behavior, any_value(category_id) AS category_id,
-                         hash(user_id, item_id, behavior, {int(seed)}::BIGINT) AS h
+                         hash(user_id, item_id, behavior, $seed::BIGINT) AS h
                   FROM (SELECT user_id, unnest(items) AS item_id, unnest(cats) AS category_id,
                                unnest(behs) AS behavior FROM {source})
                   GROUP BY user_id, item_id, behavior)
             GROUP BY user_id HAVING count(*) > 1)
         SELECT user_id,
-               list_slice(items || items, pos + 1, pos + least({max_history}, len(items) - 1)) AS hist_item_ids,
-               list_slice(cats || cats, pos + 1, pos + least({max_history}, len(items) - 1)) AS hist_category_ids,
+               list_slice(items || items, pos + 1, pos + least($max_history, len(items) - 1)) AS hist_item_ids,
+               list_slice(cats || cats, pos + 1, pos + least($max_history, len(items) - 1)) AS hist_category_ids,
                items[pos] AS item_id, cats[pos] AS category_id
         FROM (SELECT user_id, items, cats, behs, unnest(range(1, len(items) + 1)) AS pos FROM shuffled)
         WHERE true {_behavior_filter("behs[pos]", target_behaviors)}"""
@@ -183,14 +190,14 @@ def _without_target(train: str) -> str:
         WHERE len(kept) > 0"""
 
 
-def _inputs_query(source: str, max_history: int, exclude: Sequence[int] | None) -> str:
+def _inputs_query(source: str, exclude: Sequence[int] | None) -> str:
     seen = "list_distinct(items)" if not exclude else (
-        "list_distinct(list_transform(list_filter(list_zip(items, behs), lambda x: x[2] IN ("
-        + ", ".join(str(int(b)) for b in exclude) + ")), lambda x: x[1]))")
+        "list_distinct(list_transform(list_filter(list_zip(items, behs), "
+        "lambda x: list_contains($exclude_behaviors, x[2])), lambda x: x[1]))")
     return f"""
         SELECT user_id,
-               list_slice(items, greatest(1, len(items) - {max_history} + 1), len(items)) AS hist_item_ids,
-               list_slice(cats, greatest(1, len(items) - {max_history} + 1), len(items)) AS hist_category_ids,
+               list_slice(items, greatest(1, len(items) - $max_history + 1), len(items)) AS hist_item_ids,
+               list_slice(cats, greatest(1, len(items) - $max_history + 1), len(items)) AS hist_category_ids,
                {seen} AS seen_item_ids
         FROM {source}"""
 
@@ -216,70 +223,79 @@ def build_next_item(events: str | Sequence[str], output: str | os.PathLike[str],
     if max_history < 1 or min_history < 1:
         raise UserError("--max-history and --min-history must be at least 1")
     events = [events] if isinstance(events, (str, os.PathLike)) else list(events)
-    con = _connect(threads, memory_limit, temp_dir)
-    _events_view(con, "ev", events, "--events", behaviors)
+    given = [test_events] if isinstance(test_events, (str, os.PathLike)) else list(test_events or [])
+    train_files = _event_files(events, "--events")
+    test_files = _event_files(given, "--test-events") if given else None
+    # the user's values reach DuckDB as parameters of the statements (``_copy``), never as SQL text
+    params = {"max_history": max_history, "min_history": min_history, "seed": seed,
+              "min_len": max(min_behaviors, 3 if n_valid > 0 else 2),
+              "target_behaviors": list(target_behaviors or []), "exclude_behaviors": list(exclude_behaviors or [])}
+    inputs = [(f.label, f.files) for f in (train_files, test_files) if f is not None]
     counts: dict[str, Any] = {}
-    with atomic_dir(output, overwrite) as tmp, console.progress("dataset next-item", total=4) as bar:
-        _sequences(con, "ev", "seqs")
+    with duck_session(threads, memory_limit or "2GB", temp_dir or Path(os.fspath(output)).parent,
+                      inputs=inputs) as con, \
+            atomic_dir(output, overwrite) as tmp, console.progress("dataset next-item", total=4) as bar:
+        _events_view(con, "ev", train_files)
+        _sequences(con, "ev", "seqs", behaviors)
         bar.advance(1)
         if protocol == "user-split":
             con.register("roles", _pick_users(con, min_behaviors, n_test, n_valid, seed))
             con.execute("CREATE TEMP TABLE train_seqs AS SELECT s.* FROM seqs s JOIN roles r USING (user_id) "
                         "WHERE r.role = 0")
             for role, name in ((2, "test"), (1, "valid")):
-                con.execute(f"""CREATE OR REPLACE TEMP TABLE held AS
+                con.execute("""CREATE OR REPLACE TEMP TABLE held AS
                     SELECT user_id, list_slice(items, 1, len(items) // 2) AS items,
                            list_slice(cats, 1, len(items) // 2) AS cats, list_slice(behs, 1, len(items) // 2) AS behs,
                            list_distinct(list_slice(items, len(items) // 2 + 1, len(items))) AS truth
-                    FROM seqs JOIN roles USING (user_id) WHERE role = {role}""")
+                    FROM seqs JOIN roles USING (user_id) WHERE role = $role""", {"role": role})
                 if con.execute("SELECT count(*) FROM held").fetchone()[0]:
-                    counts[f"{name}_users"] = _copy(con, _inputs_query("held", max_history, exclude_behaviors),
-                                                    tmp / name / "inputs")
-                    _copy(con, "SELECT user_id, truth AS item_ids FROM held", tmp / name / "truth")
+                    counts[f"{name}_users"] = _copy(con, _inputs_query("held", exclude_behaviors),
+                                                    tmp / name / "inputs", params)
+                    _copy(con, "SELECT user_id, truth AS item_ids FROM held", tmp / name / "truth", params)
         elif protocol == "leave-one-out":
-            cut = 2 if n_valid > 0 else 1
+            cut = 2 if n_valid > 0 else 1  # the held-out items at the end of each sequence
             con.execute(f"""CREATE TEMP TABLE train_seqs AS
                 SELECT user_id, list_slice(items, 1, len(items) - {cut}) AS items,
                        list_slice(cats, 1, len(items) - {cut}) AS cats, list_slice(behs, 1, len(items) - {cut}) AS behs
-                FROM seqs WHERE len(items) >= {max(min_behaviors, cut + 1)}""")
+                FROM seqs WHERE len(items) >= $min_len""", {"min_len": params["min_len"]})
             for back, name in ((0, "test"), (1, "valid")) if n_valid > 0 else ((0, "test"),):
                 con.execute(f"""CREATE OR REPLACE TEMP TABLE held AS
                     SELECT user_id, list_slice(items, 1, len(items) - {back + 1}) AS items,
                            list_slice(cats, 1, len(items) - {back + 1}) AS cats,
                            list_slice(behs, 1, len(items) - {back + 1}) AS behs,
                            [items[len(items) - {back}]] AS truth
-                    FROM seqs WHERE len(items) >= {max(min_behaviors, cut + 1)}""")
-                counts[f"{name}_users"] = _copy(con, _inputs_query("held", max_history, exclude_behaviors),
-                                                tmp / name / "inputs")
-                _copy(con, "SELECT user_id, truth AS item_ids FROM held", tmp / name / "truth")
+                    FROM seqs WHERE len(items) >= $min_len""", {"min_len": params["min_len"]})
+                counts[f"{name}_users"] = _copy(con, _inputs_query("held", exclude_behaviors),
+                                                tmp / name / "inputs", params)
+                _copy(con, "SELECT user_id, truth AS item_ids FROM held", tmp / name / "truth", params)
         else:
-            tests = [test_events] if isinstance(test_events, (str, os.PathLike)) else list(test_events or [])
-            _events_view(con, "test_ev", tests, "--test-events", None)
+            assert test_files is not None
+            _events_view(con, "test_ev", test_files)
             con.execute("CREATE TEMP TABLE train_seqs AS SELECT * FROM seqs")
             con.execute("""CREATE TEMP TABLE held AS
                 SELECT s.user_id, s.items, s.cats, s.behs, t.truth
                 FROM seqs s JOIN (SELECT user_id, list_distinct(list(item_id)) AS truth FROM test_ev GROUP BY user_id)
                      t USING (user_id)""")
-            counts["test_users"] = _copy(con, _inputs_query("held", max_history, exclude_behaviors),
-                                         tmp / "test" / "inputs")
-            _copy(con, "SELECT user_id, truth AS item_ids FROM held", tmp / "test" / "truth")
+            counts["test_users"] = _copy(con, _inputs_query("held", exclude_behaviors), tmp / "test" / "inputs",
+                                         params)
+            _copy(con, "SELECT user_id, truth AS item_ids FROM held", tmp / "test" / "truth", params)
             orphans = con.execute("SELECT count(DISTINCT user_id) FROM test_ev WHERE user_id NOT IN "
                                   "(SELECT user_id FROM seqs)").fetchone()[0]
             counts["test_users_without_history"] = int(orphans)
         bar.advance(1)
-        train = _set_train_query("train_seqs", max_history, seed, target_behaviors) if targets == "set" else \
-            _train_query("train_seqs", max_history, targets, min_history, target_behaviors)
+        train = _set_train_query("train_seqs", target_behaviors) if targets == "set" else \
+            _train_query("train_seqs", targets, target_behaviors)
         if not target_in_history:
             train = _without_target(train)
-        counts["train_samples"] = _copy(con, train, tmp / "train")
+        counts["train_samples"] = _copy(con, train, tmp / "train", params)
         counts["train_users"] = _copy(con, "SELECT user_id, items AS item_ids FROM train_seqs",
-                                      tmp / "train_sequences")
+                                      tmp / "train_sequences", params)
         bar.advance(1)
         counts["items"] = _copy(con, """SELECT item_id, any_value(category_id) AS category_id, count(*) AS train_count
                                         FROM (SELECT unnest(items) AS item_id, unnest(cats) AS category_id
-                                              FROM train_seqs) GROUP BY item_id ORDER BY item_id""", tmp / "items")
+                                              FROM train_seqs) GROUP BY item_id ORDER BY item_id""", tmp / "items",
+                                params)
         bar.advance(1)
-        given = [test_events] if isinstance(test_events, (str, os.PathLike)) else list(test_events or [])
         write_meta(tmp, kind="next-item-dataset", inputs=[*events, *given],
                    rows=counts, protocol=protocol,
                    params={"min_behaviors": min_behaviors, "n_test": n_test, "n_valid": n_valid,

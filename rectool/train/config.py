@@ -29,6 +29,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from rectool.badinput import QUOTE_LIMIT, printable, quote
 from rectool.errors import UserError
 
 
@@ -369,6 +370,10 @@ class EvalConfig(Strict):
     max_rows: int | None = Field(default=None, gt=0, description="evaluate on the first N rows only")
 
 
+# the feature groups each model reads by name (retrieval models name theirs in model.user_group/item_group)
+GROUPS_READ = {"wide_and_deep": ("wide", "deep"), "deepfm": ("deep",), "dcn_v2": ("deep",)}
+
+
 class Config(Strict):
     data: DataConfig
     features: list[Feature] = Field(min_length=1)
@@ -405,7 +410,20 @@ class Config(Strict):
                 side = cols.setdefault(f.input or f.name, f.truncate)
                 if side != f.truncate:
                     raise ValueError(f"features.{f.name}: sequences over one column must truncate the same side")
+        self._check_model_groups()
         return self
+
+    def _check_model_groups(self) -> None:
+        """Every feature group the model reads exists (else a KeyError deep inside the model)."""
+        m = self.model
+        needed = [*GROUPS_READ.get(m.type, ()), *(g for g in (getattr(m, "user_group", None),
+                                                               getattr(m, "item_group", None)) if g)]
+        missing = [g for g in dict.fromkeys(needed) if g not in self.feature_groups]
+        if missing:
+            have = ", ".join(self.feature_groups) or "none"
+            raise ValueError(f"feature_groups: model {m.type} reads the group(s) {', '.join(missing)}, which the "
+                             f"config does not define (it has {have}); add feature_groups.{missing[0]}: a list of "
+                             "feature names")
 
 
 # ----------------------------------------------------------------------------- loading
@@ -426,13 +444,19 @@ def _format_error(path: Path, exc: ValidationError) -> str:
             hint = difflib.get_close_matches(loc[-1], allowed, n=1)
             msg += (f" (did you mean '{hint[0]}'?)" if hint else "") + f"; allowed: {', '.join(allowed)}"
     elif err["type"] == "literal_error":
-        msg = f"got {err.get('input')!r}; {msg[0].lower() + msg[1:]}"
+        value = err.get("input")
+        shown = quote(value) if isinstance(value, str) else printable(repr(value), QUOTE_LIMIT)
+        msg = f"got {shown}; {msg[0].lower() + msg[1:]}"
     elif err["type"] == "union_tag_invalid":
         ctx = err.get("ctx", {})
         msg = (f"{ctx.get('discriminator', 'type')} {ctx.get('tag')!r} is unknown; "
                f"choose one of {ctx.get('expected_tags')}")
     elif err["type"] == "missing":
         msg = "required key is missing"
+    elif err["type"] == "value_error":
+        msg = msg.removeprefix("Value error, ")
+        if not loc:  # a check across sections names its own key
+            return f"{path}: {msg}"
     return f"{path}: {where}: {msg}"
 
 

@@ -30,6 +30,7 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from rectool.artifacts import expand_paths, parquet_files
+from rectool.badinput import reading
 from rectool.errors import UserError
 from rectool.train.inputs import InputSpec, to_tensors
 
@@ -98,35 +99,22 @@ def list_files(spec: str, what: str) -> list[str]:
     if not files:
         raise UserError(f"{what} {spec}: holds no parquet file")
     for f in files:
-        try:
+        with reading((f"{what} {spec}", [f])):
             pq.read_metadata(f)
-        except (pa.ArrowException, OSError) as exc:
-            raise UserError(f"{what} {f}: not a readable parquet file ({_first_line(exc)}); "
-                            "rewrite it or remove it from the input") from exc
     return files
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:200] if text else type(exc).__name__
-
-
 def _read_unit(pf: pq.ParquetFile, unit: Unit, columns: list[str]) -> pa.Table:
-    try:
+    with reading((unit.file, [unit.file])):  # a corrupt page: its footer was fine
         return pf.read_row_group(unit.row_group, columns=columns).slice(unit.start, unit.rows)
-    except (pa.ArrowException, OSError) as exc:  # a corrupt page: its footer was fine
-        raise UserError(f"{unit.file}: row group {unit.row_group} cannot be read ({_first_line(exc)}); "
-                        "rewrite the file or remove it from the input") from exc
 
 
 def plan_units(files: list[str], parts: int) -> list[Unit]:
     """Row groups, split into slices when there are fewer than ``parts`` of them."""
     groups: list[tuple[str, int, int]] = []
     for f in files:
-        try:
+        with reading((f, [f])):
             meta = pq.ParquetFile(f).metadata
-        except (pa.ArrowException, OSError) as exc:
-            raise UserError(f"{f}: not a readable parquet file ({_first_line(exc)})") from exc
         groups += [(f, i, meta.row_group(i).num_rows) for i in range(meta.num_row_groups)
                    if meta.row_group(i).num_rows > 0]
     split = max(1, math.ceil(parts / max(len(groups), 1)))

@@ -40,6 +40,24 @@ def resolve_device(choice: str, local_rank: int) -> torch.device:
     return torch.device(choice)
 
 
+class OnDevice(torch.nn.Module):
+    """An exported program run on ``device``: inputs (built on the CPU from Arrow data) go there, outputs
+    come back to the CPU, where numpy, Arrow and the numba kernels read them."""
+
+    def __init__(self, program: torch.nn.Module, device: torch.device) -> None:
+        super().__init__()
+        self.program, self.device = program.to(device), device
+
+    def forward(self, x: dict[str, torch.Tensor]) -> torch.Tensor:
+        moved = {k: v.to(self.device, non_blocking=True) for k, v in x.items()}
+        return self.program(moved).cpu()
+
+
+def program_on(program: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    """``program`` itself on the CPU, else wrapped to run on ``device`` (``OnDevice``)."""
+    return program if device.type == "cpu" else OnDevice(program, device)
+
+
 def setup(device_choice: str = "auto") -> Dist:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))

@@ -31,14 +31,16 @@ from rectool import console
 from rectool.artifacts import (
     STDIO,
     PartWriter,
-    atomic_dir,
     check_kind,
     open_dataset,
     require_columns,
     write_ipc_stdout,
     write_meta,
 )
+from rectool.badinput import count_rows, read_batches
 from rectool.errors import UserError
+from rectool.sharding import Shard, sharded_dir
+from rectool.train.distributed import program_on, resolve_device
 from rectool.train.inputs import InputSpec, to_tensors
 
 OUTPUTS = ("score", "probs", "class")
@@ -74,8 +76,15 @@ def _outputs(probs: torch.Tensor, wanted: list[str], num_class: int) -> dict[str
 
 
 def predict(model: Path, input: str, output: str, reserved_columns: list[str], output_columns: list[str],
-            batch_size: int = 65_536, overwrite: bool = False) -> dict[str, Any]:
+            batch_size: int = 65_536, overwrite: bool = False, device: str = "auto") -> dict[str, Any]:
+    """Score ``input`` with the export's program; under a sharded job (``rectool.sharding``) this
+    process scores its share of the rows and the output is committed once every process is done."""
+    shard = Shard.from_env()
+    if shard.enabled and output == STDIO:
+        raise UserError("--output -: a sharded predict (--nproc) writes a directory; give a path")
+    on = resolve_device(device, int(os.environ.get("LOCAL_RANK", "0")))
     program, spec, meta = load_program(Path(model))
+    program = program_on(program, on)
     num_class = int(meta.get("num_class", 1))
     unknown = [c for c in output_columns if c not in OUTPUTS]
     if unknown:
@@ -83,12 +92,14 @@ def predict(model: Path, input: str, output: str, reserved_columns: list[str], o
     ds = open_dataset(input, "--input")
     require_columns(ds.schema, reserved_columns, input, hint="check --reserved-columns")
     require_columns(ds.schema, spec.names, input, hint="the model reads these columns")
-    total = ds.count_rows()
+    ds = shard.dataset(ds)
+    label = f"--input {input}"
+    total = count_rows(ds, label)
     columns = list(dict.fromkeys(reserved_columns + spec.names))
 
     def batches():
         with console.progress("predict", total=total) as bar, torch.inference_mode():
-            for batch in ds.to_batches(columns=columns, batch_size=batch_size):
+            for batch in read_batches(ds, label, columns=columns, batch_size=batch_size):
                 if batch.num_rows == 0:
                     continue
                 probs = program(to_tensors(batch, spec, source=str(input), with_label=False))
@@ -103,7 +114,7 @@ def predict(model: Path, input: str, output: str, reserved_columns: list[str], o
             return {"output": "-", "rows": write_ipc_stdout([], _empty_schema(ds.schema, reserved_columns,
                                                                               output_columns))}
         return {"output": "-", "rows": write_ipc_stdout(itertools.chain([first], stream), first.schema)}
-    with atomic_dir(output, overwrite) as tmp:
+    with sharded_dir(output, overwrite, shard) as tmp:
         writer: PartWriter | None = None
         for rb in batches():
             if writer is None:
@@ -114,7 +125,8 @@ def predict(model: Path, input: str, output: str, reserved_columns: list[str], o
         writer.close()
         write_meta(tmp, kind="predictions", inputs=[str(input), str(model)], rows=writer.rows, schema=writer.schema,
                    model=meta.get("model"), checkpoint=meta.get("checkpoint"))
-    return {"output": os.fspath(output), "rows": writer.rows}
+    return {"output": os.fspath(output), "rows": int(shard.sum(writer.rows)), "processes": shard.world,
+            "device": str(on)}
 
 
 def _empty_schema(schema: pa.Schema, reserved: list[str], outputs: list[str]) -> pa.Schema:

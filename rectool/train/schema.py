@@ -14,9 +14,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from rectool.badinput import guarded, reading
 from rectool.errors import UserError
 from rectool.train.config import Config, CrossFeature, IdFeature, RawFeature, SequenceFeature
-from rectool.train.inputs import ColumnSpec, InputSpec, kind_of
+from rectool.train.inputs import ColumnSpec, InputSpec, kind_of, to_tensors
 
 STATS_ROWS = 1_000_000
 
@@ -86,6 +87,23 @@ def build_input_spec(cfg: Config, schema: pa.Schema, source: str) -> InputSpec:
                      label_kind="multiclass" if getattr(cfg.model, "num_class", 1) > 1 else "binary", weight=weight)
 
 
+def check_id_ranges(spec: InputSpec, files: list[str], source: str = "data.train_input",
+                    batch_rows: int = 262_144) -> int:
+    """Run the range check that training applies to every batch (``inputs.to_tensors``: ids of a
+    ``num_buckets`` feature without ``modulo``) over all rows of ``files`` now, reading only those
+    columns, so ``config check`` refuses what ``train`` would refuse later. Returns the rows read."""
+    checked = InputSpec(columns=[c for c in spec.columns if c.num_buckets is not None])
+    if not checked.columns:
+        return 0
+    rows = 0
+    for path in files:
+        for batch in guarded(lambda p=path: pq.ParquetFile(p).iter_batches(batch_size=batch_rows,
+                                                                          columns=checked.names), (source, [path])):
+            to_tensors(batch, checked, source=path, with_label=False)
+            rows += batch.num_rows
+    return rows
+
+
 def raw_columns(f: RawFeature, names: list[str]) -> list[str]:
     """The columns a raw feature reads: its ``input`` (or name), or every numeric name matching ``match``."""
     if f.match is None:
@@ -107,9 +125,11 @@ def normalizer_stats(cfg: Config, files: list[str]) -> dict[str, tuple[list[floa
     columns = sorted({c for cols in cols_of.values() for c in cols})
     parts, rows = [], 0
     for path in files:
-        pf = pq.ParquetFile(path)
+        with reading(("data.train_input", [path])):
+            pf = pq.ParquetFile(path)
         for rg in range(pf.metadata.num_row_groups):
-            t = pf.read_row_group(rg, columns=columns)
+            with reading(("data.train_input", [path])):
+                t = pf.read_row_group(rg, columns=columns)
             parts.append(t)
             rows += t.num_rows
             if rows >= STATS_ROWS:

@@ -200,7 +200,14 @@ def train(cfg: Config, device: str = "auto", resume: bool = True) -> dict[str, A
                     raise UserError(f"train.model_dir {model_dir}: cannot create it ({exc.strerror}); "
                                     "choose a writable place") from exc
                 held.enter_context(output_lock(model_dir))
-            return _train(cfg, dist, resume)
+            fresh = dist.is_main and not Path(cfg.train.model_dir).exists()
+            try:
+                return _train(cfg, dist, resume)
+            except BaseException:
+                # a run that made model_dir and failed before its first checkpoint leaves nothing half-done
+                if fresh and not ckpt.list_checkpoints(Path(cfg.train.model_dir)):
+                    shutil.rmtree(cfg.train.model_dir, ignore_errors=True)
+                raise
     finally:
         D.teardown()
 
@@ -225,11 +232,10 @@ def _train(cfg: Config, dist: D.Dist, resume: bool) -> dict[str, Any]:
         # a group a model never reads); DDP would otherwise stop with "parameters that were not used"
         model = DistributedDataParallel(model, device_ids=[dist.device.index] if dist.device.type == "cuda" else None,
                                         find_unused_parameters=True)
-    model_dir = _prepare_model_dir(cfg, spec, dist, resume)
-
     keys = (cfg.eval.gauc_key,) if "gauc" in cfg.eval.metrics and module.needs_label else ()
     d = cfg.data
-    workers = _loader_workers(cfg, model_dir)
+    # the loaders read every input's footer: a bad file stops here, before model_dir is written to
+    workers = _loader_workers(cfg, Path(cfg.train.model_dir))
     train_loader = Loader(d.train_input, spec, batch_size=d.batch_size, num_workers=workers,
                           seed=cfg.train.seed, shuffle=d.shuffle, shuffle_buffer=d.shuffle_buffer,
                           drop_remainder=d.drop_remainder, rank=dist.rank, world=dist.world)
@@ -239,6 +245,7 @@ def _train(cfg: Config, dist: D.Dist, resume: bool) -> dict[str, Any]:
                              num_workers=min(workers, 1), seed=cfg.train.seed, shuffle=False, shuffle_buffer=0,
                              drop_remainder=False, rank=dist.rank, world=dist.world, keys=keys,
                              what="data.eval_input", max_rows=cfg.eval.max_rows)
+    model_dir = _prepare_model_dir(cfg, spec, dist, resume)
     steps_per_epoch = [train_loader.steps_per_epoch(e) for e in range(cfg.train.epochs)]
     total_steps = sum(steps_per_epoch)
     if cfg.train.max_steps is not None:

@@ -17,6 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from rectool.artifacts import open_dataset, require_columns
+from rectool.badinput import first_line, read_table
 from rectool.errors import UserError
 from rectool.hashing import hash_strings
 
@@ -31,9 +32,10 @@ def read_items(path: str, columns: list[str]) -> pa.Table:
     unique = list(dict.fromkeys(columns))
     require_columns(ds.schema, unique, path)
     try:
-        return ds.to_table(columns=unique)
-    except (pa.ArrowInvalid, OSError) as exc:
-        raise UserError(f"--item-input-path {path}: cannot read columns {', '.join(unique)} ({exc})") from exc
+        return read_table(ds, f"--item-input-path {path}", columns=unique)
+    except (pa.ArrowInvalid, OSError) as exc:  # no file at fault (read_table names a broken one)
+        raise UserError(f"--item-input-path {path}: cannot read columns {', '.join(unique)} ({first_line(exc)})") \
+            from exc
 
 
 def item_ids(items: pa.Table, field: str, hash_ids: bool, source: str) -> np.ndarray:

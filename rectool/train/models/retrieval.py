@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from rectool.artifacts import open_dataset
+from rectool.badinput import read_table, reading
 from rectool.errors import UserError
 from rectool.train.config import Config, MLPConfig, SequenceFeature, TowerConfig
 from rectool.train.features import Prepared
@@ -78,10 +79,12 @@ def _frequencies(files: list[str], column: str) -> tuple[np.ndarray, np.ndarray]
     """Sorted distinct values of ``column`` over the files and their counts."""
     ids, counts = [], []
     for f in files:
-        pf = pq.ParquetFile(f)
-        if column not in pf.schema_arrow.names:
-            raise UserError(f"model.item_id: column '{column}' is not in {f}")
-        vc = pc.value_counts(pf.read(columns=[column]).column(column).combine_chunks())
+        with reading(("data.train_input", [f])):
+            pf = pq.ParquetFile(f)
+            if column not in pf.schema_arrow.names:
+                raise UserError(f"model.item_id: column '{column}' is not in {f}")
+            values = pf.read(columns=[column]).column(column)
+        vc = pc.value_counts(values.combine_chunks())
         ids.append(vc.field("values").to_numpy(zero_copy_only=False).astype(np.int64))
         counts.append(vc.field("counts").to_numpy(zero_copy_only=False).astype(np.int64))
     all_ids, all_counts = np.concatenate(ids), np.concatenate(counts)
@@ -138,7 +141,7 @@ class RetrievalModel(Model):
         neg = m.loss.negatives
         if neg.sampler != "none" and neg.count > 0:
             path = neg.items or str(Path(cfg.data.train_input).parent / "items")
-            table = open_dataset(path, "model.loss.negatives.items").to_table()
+            table = read_table(open_dataset(path, "model.loss.negatives.items"), f"model.loss.negatives.items {path}")
             groups = {n: f for f in cfg.features for n in [f.name]}
             needed = []
             for n in cfg.feature_groups[m.item_group]:

@@ -1,4 +1,4 @@
-"""Launching ``rectool train`` on several processes and machines, and failing in one line.
+"""Launching a rectool command on several processes and machines, and failing in one line.
 
     rectool train -c x.yaml --nproc 2                                          # one machine
     rectool train -c x.yaml --nproc 4 --nnodes 2 --node-rank 0 --master-addr 10.0.0.1 --master-port 29500
@@ -7,11 +7,14 @@
 
 ``launch`` runs ``torch.distributed.run`` in this process (the same launcher as ``torchrun``;
 a user's own ``torchrun ... -m rectool train`` works the same, without the logging below).
-Each worker's output goes to ``model_dir/logs/``: rank 0 keeps the console for its progress
+``train`` and the sharded inference commands (``predict``, ``embed``, ``retrieve`` with
+``--nproc``, see ``rectool.sharding``) launch through it. Each worker's output goes to a
+logs folder (``model_dir/logs/`` for ``train``): rank 0 keeps the console for its progress
 and summary, the other ranks write ``rank-R.log``, and a failing rank writes its traceback
 there and a one-line ``rank-R.error`` (``worker_guard``). When the job fails the launcher's
-own messages are in ``logs/launcher.log`` and the console shows one line naming the rank at
-fault and its error; a checkpoint half-written by a killed rank 0 is removed.
+own messages are in ``launcher.log`` there and the console shows one line naming the rank
+at fault and its error; ``after_failure`` cleans up (``train``: a checkpoint half-written by
+a killed rank 0).
 """
 
 from __future__ import annotations
@@ -22,13 +25,17 @@ import logging
 import os
 import sys
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from rectool.errors import EXIT_USER_ERROR, UserError
 
 LOGS_ENV = "RECTOOL_WORKER_LOGS"  # set by ``launch``: the folder every worker logs into
+
+
+class PeerFailed(Exception):
+    """Another process of the job failed: this one stops without a report of its own (that one's is the cause)."""
 
 
 @dataclass(frozen=True)
@@ -81,12 +88,12 @@ class LaunchOptions:
                        f"--master-port={self.master_port or 29500}"]
 
 
-def launch(options: LaunchOptions, worker_args: list[str], model_dir: Path) -> int:
+def launch(options: LaunchOptions, worker_args: list[str], logs: Path, what: str = "training",
+           after_failure: Callable[[], object] | None = None) -> int:
     """Run ``python -m rectool <worker_args>`` on every process of this node; the exit code of the job."""
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import get_args_parser, run
 
-    logs = model_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     for old in logs.glob("rank-*.error"):  # a previous attempt's
         old.unlink(missing_ok=True)
@@ -102,11 +109,10 @@ def launch(options: LaunchOptions, worker_args: list[str], model_dir: Path) -> i
             rank, message, code = _root_cause(exc, logs)
         except Exception as exc:  # noqa: BLE001 (rendezvous timeouts, port in use: the launcher's own errors)
             rank, message, code = None, f"{type(exc).__name__}: {_first_line(exc)}", 1
-    from rectool.train import checkpoint as ckpt
-
-    ckpt.sweep_temps(model_dir)  # every worker of this node is gone: a half-written checkpoint is garbage
+    if after_failure is not None:  # every worker of this node is gone
+        after_failure()
     who = f"rank {rank} failed: " if rank is not None else "the launcher failed: "
-    sys.stderr.write(f"error: distributed training stopped, {who}{message} (every rank's output: {logs})\n")
+    sys.stderr.write(f"error: distributed {what} stopped, {who}{message} (every rank's output: {logs})\n")
     return code
 
 
@@ -143,7 +149,9 @@ def _root_cause(exc, logs: Path) -> tuple[int, str, int]:  # noqa: ANN001 (Child
         failure = exc.failures[rank]
         if reports.get(rank, {}).get("user_error"):
             return 0, failure.timestamp
-        return (1 if failure.exitcode < 0 else 2), failure.timestamp
+        if failure.exitcode < 0:
+            return 1, failure.timestamp
+        return (2 if rank in reports else 3), failure.timestamp
 
     rank = min(exc.failures, key=blame)
     failure = exc.failures[rank]
@@ -183,6 +191,8 @@ def worker_guard() -> Iterator[None]:
     except BaseException as exc:
         if isinstance(exc, SystemExit) and exc.code in (0, None):
             raise
+        if isinstance(exc, PeerFailed):
+            os._exit(1)
         user = isinstance(exc, UserError)
         message = str(exc) if user else f"{type(exc).__name__}: {_first_line(exc)}"
         with open(log_path, "a") as log:
