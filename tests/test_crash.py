@@ -256,3 +256,33 @@ def test_killed_convert_leaves_nothing_and_the_rerun_matches(logs, tmp_path):
     expected = tmp_path / "expected"
     assert _convert(big, expected).returncode == 0
     assert _table(out).equals(_table(expected))
+
+
+def test_convert_killed_mid_stream_then_rerun_matches(tiny_tianchi, tmp_path):
+    src = tiny_tianchi / "offline" / "tianchi_fresh_comp_train_user.csv"
+    out = tmp_path / "events"
+    args = ("convert", "--format", "tianchi-user", src, "-o", out)
+    assert _run(*args, fault="convert.batch").returncode == KILLED  # after its first batch was written
+    assert not out.exists()
+    assert _run(*args).returncode == 0 and _leftovers(out) == []
+    assert _run("convert", "--format", "tianchi-user", src, "-o", tmp_path / "expected").returncode == 0
+    assert _table(out).equals(_table(tmp_path / "expected"))
+
+
+def test_features_killed_between_cutoffs_then_rerun_matches(tiny_ranking, tmp_path):
+    def features(out: Path, fault: str | None = None):
+        return _run("features", "--events", tiny_ranking["events"], "--items", tiny_ranking["items"],
+                    "--cutoffs", "2014-12-17,2014-12-18", "--temp-dir", tmp_path / "spill", "-o", out, fault=fault)
+
+    out = tmp_path / "features"
+    assert features(out, fault="features.cutoff:1").returncode == KILLED
+    assert not out.exists() and list((tmp_path / "spill").glob("rectool-duckdb-*")), "a spill folder was left"
+    assert features(out).returncode == 0
+    assert _leftovers(out) == [] and list((tmp_path / "spill").glob("rectool-duckdb-*")) == [], "...and swept"
+    assert features(tmp_path / "expected").returncode == 0
+    for group in ("user", "item", "category", "user_item"):
+        for cut in ("2014-12-17", "2014-12-18"):
+            part = f"{group}/cutoff={cut}/part-00000.parquet"
+            got, want = pq.read_table(out / part), pq.read_table(tmp_path / "expected" / part)
+            keys = [(c, "ascending") for c in got.column_names if c.endswith("_id")]
+            assert got.sort_by(keys).equals(want.sort_by(keys)), part

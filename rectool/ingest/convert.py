@@ -47,6 +47,7 @@ from rectool import console
 from rectool.artifacts import PartitionedWriter, PartWriter, atomic_dir, expand_paths, write_meta
 from rectool.badinput import quote
 from rectool.errors import UserError
+from rectool.faults import fault_point
 from rectool.ingest.formats import (
     BEHAVIOR_NAMES,
     BUILTIN_FORMATS,
@@ -559,11 +560,13 @@ def _write_events(stream: Iterator[pa.Table], tmp: Path, stats: ConvertStats) ->
             writer.write(first)
             for t in stream:
                 writer.write(t)
+                fault_point("convert.batch")
         return writer.rows, schema
 
     with PartitionedWriter(tmp, schema, "dt") as writer:
         for table in itertools.chain([first], stream):
             writer.write(table, _day_labels(table))
+            fault_point("convert.batch")
     stats.rows_per_day = dict(sorted(writer.rows_per_partition.items()))
     return sum(stats.rows_per_day.values()), schema
 

@@ -66,6 +66,7 @@ import pyarrow.parquet as pq
 from rectool import console
 from rectool.artifacts import atomic_dir, schema_summary, write_meta
 from rectool.errors import UserError
+from rectool.faults import fault_point
 from rectool.ranking.common import MAX_DAYS, Events, bound, duck_session, open_events, read_item_subset
 from rectool.ranking.feature_sql import NEVER_HOURS, CutoffSql, rollup_sql, suffix
 
@@ -168,6 +169,7 @@ def build_features(events: str | os.PathLike[str], output: str | os.PathLike[str
                 rows[group][c.isoformat()] = pq.ParquetFile(path).metadata.num_rows
                 schemas.setdefault(group, schema_summary(pq.read_schema(path)))
                 bar.advance(1)
+            fault_point("features.cutoff")
         write_meta(tmp, kind="features", inputs=[os.fspath(events)] + ([os.fspath(items)] if items else []),
                    rows=rows, schema=None, cutoffs=[c.isoformat() for c in cuts],
                    windows=[suffix(w) for w in windows], pair_days=pair_days, last_n=last_n,
