@@ -331,3 +331,14 @@ def test_a_program_on_another_device_takes_cpu_inputs_and_gives_cpu_outputs():
     assert resolve_device("cpu", 0).type == "cpu"
     if not torch.cuda.is_available():
         assert resolve_device("auto", 0).type == "cpu"
+
+
+@pytest.mark.parametrize("example", ["deepfm_tianchi", "wide_and_deep_tianchi", "din_tianchi", "dcn_v2_tianchi"])
+def test_shipped_ranking_examples_train_on_two_processes(tiny_ranking, tmp_path, example):
+    """The shipped configs as they are (sparse_adam, their features), on the samples `dataset` makes."""
+    samples = tiny_ranking["samples"]
+    proc = _rectool("train", "-c", ROOT / "examples" / f"{example}.yaml", "--nproc", 2, "--device", "cpu",
+                    "--set", f"data.train_input={samples}/train", "--set", f"data.eval_input={samples}/eval",
+                    "--set", "train.max_steps=3", "--set", f"train.model_dir={tmp_path / 'm'}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert _weights(tmp_path / "m")["step"] == 3 and _evals(tmp_path / "m")[-1]["rows"] > 0
