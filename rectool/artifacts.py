@@ -48,6 +48,7 @@ import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
 from rectool import __version__, console
+from rectool.badinput import first_line, unreadable
 from rectool.errors import UserError
 from rectool.faults import fault_point
 
@@ -104,10 +105,8 @@ def open_dataset(spec: str | os.PathLike[str], what: str = "input") -> pads.Data
     try:
         return pads.dataset(files, format="parquet", partitioning="hive", partition_base_dir=base)
     except (pa.ArrowInvalid, OSError) as exc:
-        from rectool.badinput import unreadable
-
         raise unreadable(exc, [(f"{what} {os.fspath(spec)}", files)]) or UserError(
-            f"{what} {os.fspath(spec)}: not readable as parquet ({_first_line(exc)})") from exc
+            f"{what} {os.fspath(spec)}: not readable as parquet ({first_line(exc)})") from exc
 
 
 def read_table(spec: str | os.PathLike[str], columns: Sequence[str] | None = None, what: str = "input") -> pa.Table:
@@ -143,10 +142,6 @@ def write_ipc_stdout(batches: Iterable[pa.RecordBatch], schema: pa.Schema) -> in
             rows += batch.num_rows
     sys.stdout.buffer.flush()
     return rows
-
-
-def _first_line(exc: BaseException) -> str:
-    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
 # ----------------------------------------------------------------------------- metadata

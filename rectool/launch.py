@@ -29,6 +29,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from rectool.badinput import first_line
 from rectool.errors import EXIT_USER_ERROR, UserError
 
 LOGS_ENV = "RECTOOL_WORKER_LOGS"  # set by ``launch``: the folder every worker logs into
@@ -108,7 +109,7 @@ def launch(options: LaunchOptions, worker_args: list[str], logs: Path, what: str
         except ChildFailedError as exc:
             rank, message, code = _root_cause(exc, logs)
         except Exception as exc:  # noqa: BLE001 (rendezvous timeouts, port in use: the launcher's own errors)
-            rank, message, code = None, f"{type(exc).__name__}: {_first_line(exc)}", 1
+            rank, message, code = None, f"{type(exc).__name__}: {first_line(exc)}", 1
     if after_failure is not None:  # every worker of this node is gone
         after_failure()
     who = f"rank {rank} failed: " if rank is not None else "the launcher failed: "
@@ -163,11 +164,6 @@ def _root_cause(exc, logs: Path) -> tuple[int, str, int]:  # noqa: ANN001 (Child
     return rank, f"exit code {failure.exitcode}", 1
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:300] if text else type(exc).__name__
-
-
 @contextlib.contextmanager
 def worker_guard() -> Iterator[None]:
     """In a worker started by ``launch``: other ranks log to ``rank-R.log``; any rank's failure becomes
@@ -194,7 +190,7 @@ def worker_guard() -> Iterator[None]:
         if isinstance(exc, PeerFailed):
             os._exit(1)
         user = isinstance(exc, UserError)
-        message = str(exc) if user else f"{type(exc).__name__}: {_first_line(exc)}"
+        message = str(exc) if user else f"{type(exc).__name__}: {first_line(exc)}"
         with open(log_path, "a") as log:
             traceback.print_exc(file=log)
         (Path(logs) / f"rank-{rank}.error").write_text(json.dumps({"message": message, "user_error": user}))
