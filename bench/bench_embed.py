@@ -61,9 +61,9 @@ def model_only(export: Path, items: Path, batch_size: int) -> float:
     """Seconds for the exported item tower over every item, batches preloaded as tensors."""
     import torch
 
-    from rectool.train.predict import load_program
+    from rectool.programs.load import load_program
 
-    program, _, _ = load_program(export, "item_tower")
+    program, _ = load_program(export, "item_tower")
     table = pq.read_table(items)
     ids = torch.from_numpy(table["item_id"].to_numpy())
     cats = torch.from_numpy(table["category_id"].to_numpy())

@@ -318,7 +318,7 @@ def test_torch_brute_search_equals_the_kernel():
 
 
 def test_a_program_on_another_device_takes_cpu_inputs_and_gives_cpu_outputs():
-    from rectool.train.distributed import OnDevice, program_on, resolve_device
+    from rectool.programs.device import OnDevice, program_on, resolve_device
 
     class Double(torch.nn.Module):
         def forward(self, x):

@@ -9,8 +9,8 @@ import torch
 
 from rectool.errors import UserError
 from rectool.hashing import bucket, hash_strings
+from rectool.programs.inputs import ColumnSpec, InputSpec, pad_lists, to_tensors
 from rectool.train.features import Bucketize, Cross, HashBucket, IdBucket, Normalize, SequenceTruncate, VocabLookup
-from rectool.train.inputs import ColumnSpec, InputSpec, pad_lists, to_tensors
 
 
 def test_hash_bucket_matches_numpy_and_is_stable():

@@ -146,10 +146,10 @@ def test_retrieve_adds_the_bonus_exactly(copy_model, tmp_path, cli):
     applied = json.loads((tmp_path / "b" / "_meta.json").read_text())["repeat_bonus"]
     assert applied["column"] == "hist_item_ids" and len(applied["bonus"]) == 4
     # the reference: the exported user tower's vectors, every item's u·v, the bonus by count
-    from rectool.train.inputs import to_tensors
-    from rectool.train.predict import load_program
+    from rectool.programs.inputs import to_tensors
+    from rectool.programs.load import load_program
 
-    program, spec, _ = load_program(tmp / "ex", "user_tower")
+    program, spec = load_program(tmp / "ex", "user_tower")
     users = pads.dataset(tmp / "users").to_table().sort_by("user_id")
     with torch.inference_mode():
         q = program(to_tensors(users, spec, with_label=False)).numpy()

@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from helpers import candidate_config, retrieval_config, write_toy_sequences
+from rectool.programs.inputs import InputSpec
 from rectool.train.config import Config
-from rectool.train.inputs import InputSpec
 from rectool.train.trainer import train
 
 
@@ -102,9 +102,9 @@ def test_tower_exports_and_embed(seqs, tmp_path, cli):
     assert t.column_names == ["item_id", "category_id", "item_emb"] and t.num_rows == 300
     vecs = np.stack(t.column("item_emb").to_numpy(zero_copy_only=False))
     assert np.allclose(np.linalg.norm(vecs, axis=1), 1.0, atol=1e-4), "l2-normalised"
-    from rectool.train.predict import load_program
+    from rectool.programs.load import load_program
 
-    program, spec, _ = load_program(tmp_path / "ex", "user_tower")
+    program, spec = load_program(tmp_path / "ex", "user_tower")
     x = {"hist_item_ids": torch.zeros(1, 5, dtype=torch.long), "hist_item_ids__len": torch.tensor([2]),
          "hist_category_ids": torch.zeros(1, 5, dtype=torch.long), "hist_category_ids__len": torch.tensor([2])}
     assert program(x).shape == (1, 3, 16)
@@ -140,11 +140,12 @@ def test_tdm_trains_on_tree_samples_and_exports_a_scorer(seqs, tmp_path, cli):
     summary = train(Config.model_validate(cfg))
     assert summary["eval_auc"] > 0.7 and 0 <= summary["eval_leaf_hit@1"] <= 1
     cli("export", "--model-dir", tmp_path / "m", "--export-dir", tmp_path / "ex")
+    from rectool.programs.load import load_program
+    from rectool.programs.manifest import ExportManifest
     from rectool.train.export import load_trained
-    from rectool.train.predict import load_program
 
-    program, spec, meta = load_program(tmp_path / "ex", "scorer")
-    assert set(meta["parts"]) == {"scorer", "item_embedding"}
+    program, spec = load_program(tmp_path / "ex", "scorer")
+    assert set(ExportManifest.read(tmp_path / "ex").parts) == {"scorer", "item_embedding"}
     _, _, model, _ = load_trained(tmp_path / "m", "latest")
     users = {"hist_item_ids": torch.tensor([[3, 4, 0, 0, 0], [7, 8, 9, 0, 0]]),
              "hist_item_ids__len": torch.tensor([2, 3])}

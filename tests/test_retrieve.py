@@ -196,16 +196,16 @@ def test_item_to_item_mixes_each_history_items_own_scores(seqs, towers, tmp_path
     """``--item-to-item W1 --item-similarity W2``: the user tower run on each history item alone, and the
     history items' own item vectors; scores checked against those computed here from one-item input
     tables and the embedding table, with and without the repeat bonus."""
+    from rectool.programs.inputs import to_tensors
+    from rectool.programs.load import load_program
     from rectool.retrieval.formats import open_embeddings
-    from rectool.train.inputs import to_tensors
-    from rectool.train.predict import load_program
 
     common = ["--model", towers / "ex", "--users", seqs / "users", "--topk", "10", "--items", towers / "emb"]
     mixed = ["--item-to-item", "0.4", "--item-similarity", "0.3", "--item-to-item-temperature", "0.2",
              "--repeat-column", "hist_item_ids"]
     cli("retrieve", "--method", "brute", *common, *mixed, "-o", tmp_path / "m")
     cli("retrieve", "--method", "brute", *common, *mixed, "--repeat-bonus", "10", "-o", tmp_path / "r")
-    program, spec, _ = load_program(towers / "ex", "user_tower")
+    program, spec = load_program(towers / "ex", "user_tower")
     users = pads.dataset(seqs / "users").to_table().sort_by("user_id")
     ids, vecs = (np.concatenate(a) for a in zip(*open_embeddings(towers / "emb").batches(), strict=True))
     with torch.inference_mode():

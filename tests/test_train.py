@@ -139,8 +139,8 @@ def test_two_process_gloo_run(toy, tmp_path):
 def test_export_predict_equals_in_memory_model(toy, tmp_path, cli):
     cfg = _cfg(toy, tmp_path, "din", **{"train.epochs": 1})
     train(cfg)
+    from rectool.programs.inputs import to_tensors
     from rectool.train.export import load_trained
-    from rectool.train.inputs import to_tensors
 
     cli("export", "--model-dir", tmp_path / "model", "--export-dir", tmp_path / "export", "--checkpoint", "latest")
     cli("predict", "--model", tmp_path / "export", "--input", toy / "eval", "--output", tmp_path / "pred",

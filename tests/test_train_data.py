@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from helpers import write_toy_ctr
+from rectool.programs.inputs import ColumnSpec, InputSpec
 from rectool.train.data import Loader
-from rectool.train.inputs import ColumnSpec, InputSpec
 from rectool.train.metrics import compute, gauc
 
 SPEC = InputSpec(columns=[ColumnSpec("user_id", "int"), ColumnSpec("price", "float"),

@@ -6,11 +6,14 @@ import os
 import shutil
 import sys
 import tempfile
+from collections.abc import Callable, Sequence
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import typer
+
+from rectool.errors import UserError
 
 OutputOpt = Annotated[Path, typer.Option("--output", "-o", help="Directory to write (created atomically).")]
 OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace the output if it already exists.")]
@@ -25,6 +28,41 @@ def count_option(*names: str, least: int = 1, help: str) -> Any:  # noqa: A002 (
     """``typer.Option`` for a whole number: below ``least`` or above ``COUNT_MAX`` it is refused up
     front, in one line naming the flag (``--batch-size 0``, ``--topk 99999999999999999999``)."""
     return typer.Option(*names, min=least, max=COUNT_MAX, help=help)
+
+
+T = TypeVar("T")
+
+
+def comma_list(values: str | Sequence[str] | None) -> list[str]:
+    """The items of a comma-separated option, given once or repeated: ``"a,b"`` and ``--x a --x b``
+    both give ``["a", "b"]``; items are stripped, blanks dropped."""
+    texts = [values] if isinstance(values, str) else list(values or [])
+    return [part.strip() for text in texts for part in text.split(",") if part.strip()]
+
+
+def parse_list(values: str | Sequence[str] | None, flag: str, item: Callable[[str], T], expect: str) -> list[T]:
+    """The one parser of list options: each item of ``comma_list(values)`` through ``item``; an item
+    it refuses (``ValueError``) is a one-line error naming the flag, the item and what was expected."""
+    out = []
+    for part in comma_list(values):
+        try:
+            out.append(item(part))
+        except ValueError:
+            shown = values if isinstance(values, str) else ",".join(values or [])
+            raise UserError(f"{flag} {shown}: {part!r} is not {expect}") from None
+    return out
+
+
+def whole(least: int = 0, most: int = COUNT_MAX) -> Callable[[str], int]:
+    """An item parser for ``parse_list``: a whole number in [least, most]."""
+
+    def parse(text: str) -> int:
+        value = int(text)
+        if not least <= value <= most:
+            raise ValueError(text)
+        return value
+
+    return parse
 
 
 class Device(str, Enum):

@@ -52,7 +52,7 @@ def train(
                           master_port=master_port, rdzv_endpoint=rdzv_endpoint)
     if where.distributed and "WORLD_SIZE" not in os.environ:
         _check_data(cfg)  # user errors in one line here, before any worker starts
-        from rectool.train.inputs import warm_kernels
+        from rectool.programs.inputs import warm_kernels
 
         warm_kernels()
         worker = ["train", "--config", str(config), "--device", device.value, *[a for s in set_ or [] for a in

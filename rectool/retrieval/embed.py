@@ -26,12 +26,12 @@ from rectool import console
 from rectool.artifacts import PartWriter, open_dataset, require_columns, write_meta
 from rectool.badinput import count_rows, read_batches
 from rectool.errors import UserError
+from rectool.programs.device import device_here, program_on
+from rectool.programs.inputs import to_tensors
+from rectool.programs.load import load_program
+from rectool.programs.manifest import ITEM_PARTS, ExportManifest
 from rectool.sharding import Shard, sharded_dir
-from rectool.train.distributed import program_on, resolve_device
-from rectool.train.inputs import to_tensors
-from rectool.train.predict import load_program
 
-ITEM_PARTS = ("item_tower", "item_embedding")
 EMBEDDING_COLUMN = "item_emb"
 
 
@@ -40,13 +40,13 @@ def embed(model: Path, items: str, output: str | os.PathLike[str], id_column: st
           overwrite: bool = False, device: str = "auto") -> dict[str, Any]:
     """Embed every item; under a sharded job (``rectool.sharding``) this process embeds its share."""
     shard = Shard.from_env()
-    on = resolve_device(device, int(os.environ.get("LOCAL_RANK", "0")))
-    meta_parts = _parts(Path(model))
-    part = part or next((p for p in ITEM_PARTS if p in meta_parts), None)
+    on = device_here(device)
+    manifest = ExportManifest.read(Path(model))
+    part = part or manifest.item_part
     if part is None:
         raise UserError(f"--model {model}: has no item program ({' or '.join(ITEM_PARTS)}); export a retrieval "
                         "model (two_tower, mind, tdm, nann)")
-    program, spec, _ = load_program(Path(model), part)
+    program, spec = load_program(Path(model), part, manifest)
     program = program_on(program, on)
     ds = open_dataset(items, "--items")
     reserved = [c for c in (reserved_columns or []) if c != id_column]
@@ -89,9 +89,3 @@ def embed(model: Path, items: str, output: str | os.PathLike[str], id_column: st
     return {"output": os.fspath(output), "items": rows, "dim": dim, "program": part,
             "items_per_s": round(rows / max(sw.seconds, 1e-9), 1), "processes": shard.world, "device": str(on)}
 
-
-def _parts(model: Path) -> dict:
-    import json
-
-    meta = model / "_meta.json"
-    return json.loads(meta.read_text()).get("parts", {}) if meta.is_file() else {}

@@ -42,7 +42,7 @@ import numpy as np
 import torch
 
 from rectool.errors import UserError
-from rectool.train.inputs import LEN_SUFFIX
+from rectool.programs.inputs import LEN_SUFFIX
 
 BLOCK_FLOATS = 1 << 23  # (history items x items) scores per block: 32 MB of float32
 

@@ -31,9 +31,9 @@ import numpy as np
 import torch
 
 from rectool.errors import UserError
+from rectool.programs.inputs import LEN_SUFFIX
 from rectool.retrieval.formats import Ragged, TopK, union_topk
 from rectool.retrieval.item_to_item import MixedScores
-from rectool.train.inputs import LEN_SUFFIX
 
 # item ids -> (vectors [m, D] float32, found [m] bool): where the search's item vectors live
 VectorLookup = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]

@@ -51,13 +51,14 @@ from rectool import console
 from rectool.artifacts import open_dataset, require_columns, write_meta
 from rectool.badinput import count_rows, read_batches, read_table
 from rectool.errors import UserError
+from rectool.programs.device import device_here, program_on
+from rectool.programs.inputs import LEN_SUFFIX, InputSpec, to_tensors
+from rectool.programs.load import load_program
+from rectool.programs.manifest import ExportManifest
 from rectool.retrieval.formats import USER_ID, Ragged, RecallWriter, TopK, int_column, union_topk
 from rectool.retrieval.item_to_item import ItemToItem, MixedScores
 from rectool.retrieval.repeat import RepeatBonus
 from rectool.sharding import Shard, sharded_dir, sum_rows
-from rectool.train.distributed import program_on, resolve_device
-from rectool.train.inputs import LEN_SUFFIX, InputSpec, to_tensors
-from rectool.train.predict import load_program
 
 Method = Literal["hnsw", "brute", "tdm", "nann"]
 PAIR_CHUNK = 4_096  # (user, item) pairs per model call: activations [pairs, history, units] stay in cache
@@ -202,13 +203,14 @@ def retrieve(method: Method, model: Path, users: str, output: str | os.PathLike[
     """Each user's top ``topk`` items; under a sharded job (``rectool.sharding``) this process
     retrieves for its share of the users."""
     shard = Shard.from_env()
-    on = resolve_device(device, int(os.environ.get("LOCAL_RANK", "0")))
+    on = device_here(device)
     if method not in ("hnsw", "brute", "tdm", "nann"):
         raise UserError(f"--method {method}: choose hnsw, brute, tdm or nann")
     if topk < 1:
         raise UserError("--topk must be at least 1")
     model = Path(model)
-    parts = _parts(model)
+    manifest = ExportManifest.read(model)
+    parts = {name: part.model_dump() for name, part in manifest.parts.items()}
     towers = "user_tower" in parts
     if not towers and "scorer" not in parts:
         raise UserError(f"--model {model}: has neither a user_tower nor a scorer program; export a retrieval model")
@@ -218,7 +220,7 @@ def retrieve(method: Method, model: Path, users: str, output: str | os.PathLike[
     if method == "hnsw" and not towers:
         raise UserError("--method hnsw searches user vectors; this export is a pair scorer: use --method nann, tdm "
                         "or brute")
-    program, spec, _ = load_program(model, "user_tower" if towers else "scorer")
+    program, spec = load_program(model, "user_tower" if towers else "scorer", manifest)
     ds = open_dataset(users, "--users")
     names = ds.schema.names
     column = exclude_column or ("seen_item_ids" if "seen_item_ids" in names else None)

@@ -1,7 +1,7 @@
 """Streaming parquet -> batched tensors for training and evaluation.
 
 No per-row Python: row groups (or slices of them, the *units*) are read with pyarrow
-and converted column-wise (``rectool.train.inputs.to_tensors``); batches are index
+and converted column-wise (``rectool.programs.inputs.to_tensors``); batches are index
 slices of a shuffle buffer.
 
     row groups ──(sliced until there are ≥ 4 × ranks × workers units, down to single rows on
@@ -32,7 +32,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from rectool.artifacts import expand_paths, parquet_files
 from rectool.badinput import reading
 from rectool.errors import UserError
-from rectool.train.inputs import InputSpec, to_tensors
+from rectool.programs.inputs import InputSpec, to_tensors
 
 MIN_UNIT_ROWS = 16_384
 

@@ -15,6 +15,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from rectool.programs.device import resolve_device
+
 
 @dataclass(frozen=True)
 class Dist:
@@ -30,32 +32,6 @@ class Dist:
     @property
     def enabled(self) -> bool:
         return self.world > 1
-
-
-def resolve_device(choice: str, local_rank: int) -> torch.device:
-    if choice == "auto":
-        choice = "cuda" if torch.cuda.is_available() else "cpu"
-    if choice == "cuda":
-        return torch.device("cuda", local_rank % max(torch.cuda.device_count(), 1))
-    return torch.device(choice)
-
-
-class OnDevice(torch.nn.Module):
-    """An exported program run on ``device``: inputs (built on the CPU from Arrow data) go there, outputs
-    come back to the CPU, where numpy, Arrow and the numba kernels read them."""
-
-    def __init__(self, program: torch.nn.Module, device: torch.device) -> None:
-        super().__init__()
-        self.program, self.device = program.to(device), device
-
-    def forward(self, x: dict[str, torch.Tensor]) -> torch.Tensor:
-        moved = {k: v.to(self.device, non_blocking=True) for k, v in x.items()}
-        return self.program(moved).cpu()
-
-
-def program_on(program: torch.nn.Module, device: torch.device) -> torch.nn.Module:
-    """``program`` itself on the CPU, else wrapped to run on ``device`` (``OnDevice``)."""
-    return program if device.type == "cpu" else OnDevice(program, device)
 
 
 def setup(device_choice: str = "auto") -> Dist:

@@ -1,7 +1,7 @@
 """``rectool export``: a trained checkpoint -> a ``torch.export`` program (``model.pt2``).
 
 Each program takes some of the model's input tensors (``NAME.input_spec.json`` says which
-parquet columns and how, see ``rectool.train.inputs``) with a dynamic batch size. A
+parquet columns and how, see ``rectool.programs.inputs``) with a dynamic batch size. A
 ranking model has one, ``model.pt2``, returning probabilities: [B] for binary models,
 [B, C] for ``num_class`` > 1; two-tower models have ``user_tower.pt2`` and
 ``item_tower.pt2`` returning embeddings; pair scorers (tdm, nann) have ``scorer.pt2``, whose
@@ -37,9 +37,10 @@ from torch import nn
 
 from rectool.artifacts import atomic_dir, write_meta
 from rectool.errors import UserError
+from rectool.programs.inputs import LEN_SUFFIX, InputSpec
+from rectool.programs.manifest import ExportManifest, PartManifest
 from rectool.train import checkpoint as ckpt
 from rectool.train.config import Config
-from rectool.train.inputs import LEN_SUFFIX, InputSpec
 from rectool.train.models import build_model
 from rectool.train.models.base import Model
 
@@ -108,12 +109,13 @@ def export(model_dir: Path, export_dir: Path, checkpoint: str = "best", asset_fi
             (tmp / "assets").mkdir()
             for a in assets:
                 shutil.copy(a, tmp / "assets" / a.name)
-        write_meta(tmp, kind="export", inputs=[str(model_dir)], model=cfg.model.type,
-                   num_class=getattr(cfg.model, "num_class", 1), columns=spec.names,
-                   parts={p.name: {"columns": p.columns, "output": p.output, "candidate": p.candidate,
-                                   **({"candidate_shape": "[B, T]"} if p.candidate else {}), **(p.meta or {})}
-                          for p in parts},
-                   **info)
+        manifest = ExportManifest(
+            model=cfg.model.type, num_class=getattr(cfg.model, "num_class", 1), columns=spec.names,
+            parts={p.name: PartManifest(columns=p.columns, kind=p.kind, output=p.output, candidate=p.candidate,
+                                        candidate_shape="[B, T]" if p.candidate else None, repeat=p.repeat)
+                   for p in parts},
+            checkpoint=info["checkpoint"], step=info["step"])
+        write_meta(tmp, kind="export", inputs=[str(model_dir)], **manifest.to_meta(), best=info["best"])
     size = sum((Path(export_dir) / f"{p.name}.pt2").stat().st_size for p in parts)
     return {"export_dir": str(export_dir), "model": cfg.model.type, "programs": ", ".join(p.name for p in parts),
             **info, "programs_mb": round(size / 1e6, 2)}

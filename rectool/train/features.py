@@ -29,8 +29,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from rectool.hashing import hash_strings, mix64_torch
+from rectool.programs.inputs import LEN_SUFFIX, InputSpec
 from rectool.train.config import Config, CrossFeature, IdFeature, RawFeature, SequenceFeature
-from rectool.train.inputs import LEN_SUFFIX, InputSpec
 from rectool.train.schema import raw_columns
 
 _CROSS_PRIME = 1_000_003

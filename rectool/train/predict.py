@@ -18,7 +18,6 @@ For the Tianchi pipeline: ``--reserved-columns user_id,item_id`` gives
 from __future__ import annotations
 
 import itertools
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -31,7 +30,6 @@ from rectool import console
 from rectool.artifacts import (
     STDIO,
     PartWriter,
-    check_kind,
     open_dataset,
     require_columns,
     write_ipc_stdout,
@@ -39,26 +37,13 @@ from rectool.artifacts import (
 )
 from rectool.badinput import count_rows, read_batches
 from rectool.errors import UserError
+from rectool.programs.device import device_here, program_on
+from rectool.programs.inputs import to_tensors
+from rectool.programs.load import load_program
+from rectool.programs.manifest import ExportManifest
 from rectool.sharding import Shard, sharded_dir
-from rectool.train.distributed import program_on, resolve_device
-from rectool.train.inputs import InputSpec, to_tensors
 
 OUTPUTS = ("score", "probs", "class")
-
-
-def load_program(export_dir: Path, part: str = "model", flag: str = "--model") -> tuple[torch.nn.Module, InputSpec,
-                                                                                      dict]:
-    """An exported program, the spec of the columns it reads, and the export's meta."""
-    export_dir = Path(export_dir)
-    check_kind(export_dir, "export", flag)
-    meta = json.loads((export_dir / "_meta.json").read_text()) if (export_dir / "_meta.json").is_file() else {}
-    if not (export_dir / f"{part}.pt2").is_file():
-        have = ", ".join(meta.get("parts", {})) or "none"
-        raise UserError(f"{flag} {export_dir}: has no {part}.pt2 (it has: {have}); give an export of a model "
-                        f"with a '{part}' program")
-    spec = InputSpec.from_json((export_dir / f"{part}.input_spec.json").read_text())
-    program = torch.export.load(str(export_dir / f"{part}.pt2")).module()
-    return program, spec, meta
 
 
 def _outputs(probs: torch.Tensor, wanted: list[str], num_class: int) -> dict[str, pa.Array]:
@@ -82,10 +67,11 @@ def predict(model: Path, input: str, output: str, reserved_columns: list[str], o
     shard = Shard.from_env()
     if shard.enabled and output == STDIO:
         raise UserError("--output -: a sharded predict (--nproc) writes a directory; give a path")
-    on = resolve_device(device, int(os.environ.get("LOCAL_RANK", "0")))
-    program, spec, meta = load_program(Path(model))
+    on = device_here(device)
+    manifest = ExportManifest.read(Path(model))
+    program, spec = load_program(Path(model), "model", manifest)
     program = program_on(program, on)
-    num_class = int(meta.get("num_class", 1))
+    num_class = manifest.num_class
     unknown = [c for c in output_columns if c not in OUTPUTS]
     if unknown:
         raise UserError(f"--output-columns {','.join(unknown)}: choose from {', '.join(OUTPUTS)}")
@@ -124,7 +110,7 @@ def predict(model: Path, input: str, output: str, reserved_columns: list[str], o
             writer = PartWriter(tmp, _empty_schema(ds.schema, reserved_columns, output_columns))
         writer.close()
         write_meta(tmp, kind="predictions", inputs=[str(input), str(model)], rows=writer.rows, schema=writer.schema,
-                   model=meta.get("model"), checkpoint=meta.get("checkpoint"))
+                   model=manifest.model, checkpoint=manifest.checkpoint)
     return {"output": os.fspath(output), "rows": int(shard.sum(writer.rows)), "processes": shard.world,
             "device": str(on)}
 

@@ -1,6 +1,6 @@
 """From a config and the training data's parquet schema to an ``InputSpec`` and normaliser stats.
 
-The spec says which columns the model reads and how (see ``rectool.train.inputs``);
+The spec says which columns the model reads and how (see ``rectool.programs.inputs``);
 it is checked here against the data so that a wrong column name or type is one line
 naming the feature, the column and what was found.
 """
@@ -16,8 +16,8 @@ import pyarrow.parquet as pq
 
 from rectool.badinput import guarded, reading
 from rectool.errors import UserError
+from rectool.programs.inputs import ColumnSpec, InputSpec, kind_of, to_tensors
 from rectool.train.config import Config, CrossFeature, IdFeature, RawFeature, SequenceFeature
-from rectool.train.inputs import ColumnSpec, InputSpec, kind_of, to_tensors
 
 STATS_ROWS = 1_000_000
 

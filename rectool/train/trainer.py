@@ -36,11 +36,11 @@ from rectool import console
 from rectool.artifacts import output_lock
 from rectool.errors import UserError
 from rectool.faults import fault_point
+from rectool.programs.inputs import InputSpec
 from rectool.train import checkpoint as ckpt
 from rectool.train import distributed as D
 from rectool.train.config import Config, dump_config
 from rectool.train.data import Loader, list_files
-from rectool.train.inputs import InputSpec
 from rectool.train.models import MODELS, build_model
 from rectool.train.models.base import Model
 from rectool.train.optim import build_optimizers, build_schedulers

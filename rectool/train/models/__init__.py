@@ -6,8 +6,8 @@ pair scorers searched by tree or graph: tdm, nann.
 
 from __future__ import annotations
 
+from rectool.programs.inputs import InputSpec
 from rectool.train.config import Config
-from rectool.train.inputs import InputSpec
 from rectool.train.models.base import Model
 from rectool.train.models.candidate import NANN, TDM
 from rectool.train.models.dcn_v2 import DCNv2

@@ -1,7 +1,7 @@
 """What every model shares: the feature engine, an MLP block, and the interface the trainer uses.
 
 ``Model`` is the contract (loss, evaluation, the programs to export). ``RankingModel``
-maps the input tensors (see ``rectool.train.inputs``) to logits [B] (binary) or
+maps the input tensors (see ``rectool.programs.inputs``) to logits [B] (binary) or
 [B, num_class]; its loss is binary cross-entropy (or softmax cross-entropy) with an
 optional per-sample weight, and it exports one program returning probabilities.
 """
@@ -17,9 +17,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from rectool.programs.inputs import InputSpec
+from rectool.programs.manifest import OutputKind, RepeatManifest
 from rectool.train.config import Config, MLPConfig
 from rectool.train.features import FeatureEngine
-from rectool.train.inputs import InputSpec
 
 
 class Dice(nn.Module):
@@ -70,9 +71,10 @@ class ExportPart:
     name: str                 # file stem: model.pt2, user_tower.pt2, item_tower.pt2, scorer.pt2, ...
     module: nn.Module         # forward(inputs: dict[str, Tensor]) -> Tensor
     columns: list[str]        # the input columns (of the training spec) it reads
-    output: str               # what it returns, for _meta.json and the readers
+    kind: OutputKind          # what it returns (the manifest's contract with the readers)
+    output: str               # the same in words, with shapes
     candidate: str | None = None  # pair scorers: the column of the candidate ids, a [B, T] matrix
-    meta: dict | None = None      # what a reader needs besides the program (e.g. the repeat bonus), in _meta.json
+    repeat: RepeatManifest | None = None  # two-tower with model.repeat: the history column and learned bonus
 
 
 class Model(nn.Module, abc.ABC):
@@ -155,7 +157,7 @@ class RankingModel(Model):
         return compute(cfg.eval.metrics, arrays["score"], arrays["label"], arrays.get("key"), self.num_class)
 
     def export_parts(self) -> list[ExportPart]:
-        return [ExportPart("model", Scorer(self), self.input_columns,
+        return [ExportPart("model", Scorer(self), self.input_columns, "probabilities",
                            "probabilities [B]" if self.num_class == 1 else f"probabilities [B, {self.num_class}]")]
 
 

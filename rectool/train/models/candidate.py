@@ -35,9 +35,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from rectool.errors import UserError
+from rectool.programs.inputs import InputSpec
 from rectool.train.config import Config, IdFeature, SequenceFeature
 from rectool.train.features import Prepared
-from rectool.train.inputs import InputSpec
 from rectool.train.models.base import MLP, ExportPart, Model
 from rectool.train.models.din import TargetAttention
 
@@ -127,10 +127,10 @@ class CandidateModel(Model):
 
     def export_parts(self) -> list[ExportPart]:
         dim = self.engine.dim_of_table[self.engine.table_of[self.mcfg.candidate]]
-        return [ExportPart("scorer", PairScorer(self), self.user_columns + [self.candidate_column],
+        return [ExportPart("scorer", PairScorer(self), self.user_columns + [self.candidate_column], "pair_scores",
                            f"scores [B, T] of each row's user and its T candidates ({self.candidate_column} [B, T])",
                            candidate=self.candidate_column),
-                ExportPart("item_embedding", CandidateEmbedding(self), [self.candidate_column],
+                ExportPart("item_embedding", CandidateEmbedding(self), [self.candidate_column], "vector",
                            f"embeddings [B, {dim}] of {self.candidate_column}")]
 
 

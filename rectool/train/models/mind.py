@@ -78,5 +78,7 @@ class MIND(RetrievalModel):
         a = torch.softmax(torch.sign(s) * s.abs().pow(self.pow_p), dim=1)
         return (a.unsqueeze(-1) * user).sum(1)
 
+    user_kind = "interests"
+
     def user_output(self) -> str:
         return f"interest vectors [B, {self.k}, {self.mcfg.output_dim}]"

@@ -40,9 +40,10 @@ from torch import nn
 from rectool.artifacts import open_dataset
 from rectool.badinput import read_table, reading
 from rectool.errors import UserError
+from rectool.programs.inputs import LEN_SUFFIX, InputSpec, to_tensors
+from rectool.programs.manifest import OutputKind, RepeatManifest
 from rectool.train.config import Config, MLPConfig, SequenceFeature, TowerConfig
 from rectool.train.features import Prepared
-from rectool.train.inputs import LEN_SUFFIX, InputSpec, to_tensors
 from rectool.train.models.base import MLP, ExportPart, Model
 
 
@@ -272,11 +273,14 @@ class RetrievalModel(Model):
                 "inbatch_mrr": float(np.mean(1.0 / (rank + 1)))}
 
     def export_parts(self) -> list[ExportPart]:
-        repeat = None if self.repeat is None else {"repeat": {
-            "column": self.repeat_column, "bonus": [0.0, *self.repeat_bonus.detach().cpu().tolist()]}}
-        return [ExportPart("user_tower", UserTower(self), self.user_columns, self.user_output(), meta=repeat),
-                ExportPart("item_tower", ItemTower(self), self.item_columns,
+        repeat = None if self.repeat is None else RepeatManifest(
+            column=self.repeat_column, bonus=[0.0, *self.repeat_bonus.detach().cpu().tolist()])
+        return [ExportPart("user_tower", UserTower(self), self.user_columns, self.user_kind, self.user_output(),
+                           repeat=repeat),
+                ExportPart("item_tower", ItemTower(self), self.item_columns, "vector",
                            f"item vectors [B, {self.mcfg.output_dim}]")]
+
+    user_kind: OutputKind = "vector"  # one vector per user (mind: "interests")
 
     def user_output(self) -> str:
         return f"user vectors [B, {self.mcfg.output_dim}]"
