@@ -9,7 +9,7 @@ import tempfile
 from collections.abc import Callable, Sequence
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, TypeVar, get_args
 
 import typer
 
@@ -63,6 +63,12 @@ def whole(least: int = 0, most: int = COUNT_MAX) -> Callable[[str], int]:
         return value
 
     return parse
+
+
+def choices(name: str, literal: Any) -> type[Enum]:
+    """A Typer choice (a str Enum) of a library ``Literal``'s values: the library owns the closed list,
+    the CLI shows and checks it (``--method [hnsw|brute|tdm|nann]``); ``.value`` is the library's value."""
+    return Enum(name, {value: value for value in get_args(literal)}, type=str)  # type: ignore[return-value]
 
 
 class Device(str, Enum):
