@@ -78,13 +78,13 @@ def _dataset(name: str, root: Path) -> dict[str, Any] | None:
                 "test": _write(work / "test.parquet", _pairs(src / "test.txt")),
                 "exclude": _write(work / "buys.parquet", _pairs(src / "buy.txt")),
                 "rule": "exclude the user's buys only (22% of test buys are in the user's cart)",
-                "k_list": "10,20"}
+                "k_list": [10, 20]}
     src = root / name / "split_temporal_80_20" if name == "movielens-100k" else root / name
     if not src.is_dir():
         return None
     return {"train": _write(work / "train.parquet", _user_lines(src / "train.txt")),
             "test": _write(work / "test.parquet", _user_lines(src / "test.txt")),
-            "exclude": "history", "rule": "exclude the user's training items", "k_list": "20,50"}
+            "exclude": "history", "rule": "exclude the user's training items", "k_list": [20, 50]}
 
 
 def main() -> None:

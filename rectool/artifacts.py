@@ -30,12 +30,10 @@ Example::
 from __future__ import annotations
 
 import contextlib
-import errno
 import fcntl
 import glob
 import json
 import os
-import shutil
 import sys
 import time
 import uuid
@@ -47,10 +45,10 @@ import pyarrow as pa
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
-from rectool import __version__, console
+from rectool import __version__
 from rectool.badinput import first_line, unreadable
+from rectool.commit import commit, remove, sweep_leftovers
 from rectool.errors import UserError
-from rectool.faults import fault_point
 
 META_FILE = "_meta.json"
 STDIO = "-"
@@ -197,110 +195,7 @@ def write_meta(directory: Path, kind: str, inputs: Sequence[Any] = (), rows: int
 # reader finds the complete old output or the complete new one at every instant. Where the
 # filesystem cannot exchange, the old output is first renamed to ``.NAME.old-PID-*`` and a crash
 # between the two renames is repaired by the next writer: it restores that backup, never deletes it.
-
-_RENAME_NOREPLACE, _RENAME_EXCHANGE = 1, 2
-_AT_FDCWD = -100
-
-
-def _libc_renameat2():  # noqa: ANN202
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        return libc.renameat2, ctypes.get_errno
-    except (OSError, AttributeError):  # not glibc >= 2.28: the portable fallbacks below
-        return None
-
-
-_RENAMEAT2 = _libc_renameat2()
-
-
-class _Unsupported(Exception):
-    """renameat2 or its flag is not available on this system or filesystem."""
-
-
-def _renameat2(src: Path, dst: Path, flags: int) -> None:
-    if _RENAMEAT2 is None:
-        raise _Unsupported
-    call, get_errno = _RENAMEAT2
-    if call(_AT_FDCWD, os.fsencode(src), _AT_FDCWD, os.fsencode(dst), flags) == 0:
-        return
-    err = get_errno()
-    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
-        raise _Unsupported
-    raise OSError(err, os.strerror(err), os.fspath(dst))
-
-
-def _rename_noreplace(src: Path, dst: Path) -> None:
-    """Rename, failing with FileExistsError if ``dst`` exists (atomically where the OS can)."""
-    try:
-        _renameat2(src, dst, _RENAME_NOREPLACE)
-        return
-    except _Unsupported:
-        pass
-    if src.is_dir():  # rename(2) refuses a non-empty directory target; check for the rest
-        if os.path.lexists(dst):
-            raise FileExistsError(errno.EEXIST, "File exists", os.fspath(dst))
-        os.rename(src, dst)
-    else:  # link(2) never replaces
-        os.link(src, dst)
-        os.unlink(src)
-
-
-def _remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path, ignore_errors=True)
-    else:
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()
-
-
-def _commit(tmp: Path, final: Path, overwrite: bool) -> None:
-    """Move the finished ``tmp`` to ``final``; replace an existing ``final`` only with ``overwrite``."""
-    fault_point("artifacts.before_commit")
-    if overwrite and os.path.lexists(final):
-        try:
-            _renameat2(tmp, final, _RENAME_EXCHANGE)
-        except _Unsupported:
-            _replace_with_backup(tmp, final)
-            return
-        except FileNotFoundError:  # removed meanwhile: nothing left to exchange with
-            pass
-        else:
-            fault_point("artifacts.after_exchange")
-            _remove(tmp)  # the old output, now under the temp name
-            return
-    try:
-        _rename_noreplace(tmp, final)
-    except FileExistsError:
-        _remove(tmp)
-        raise UserError(f"output {final}: another process created it while this run was writing; nothing was "
-                        "replaced — pass --overwrite to replace it or choose another path") from None
-
-
-def _replace_with_backup(tmp: Path, final: Path) -> None:
-    if not tmp.is_dir():  # a file replaces a file in one rename(2)
-        os.replace(tmp, final)
-        return
-    backup = final.parent / f".{final.name}.old-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-    os.rename(final, backup)
-    fault_point("artifacts.mid_overwrite")
-    os.rename(tmp, final)
-    _remove(backup)
-
-
-def _sweep_leftovers(final: Path) -> None:
-    """Repair what a killed writer of ``final`` left. Runs under the output's lock, so no live
-    rectool process owns these: unfinished temps go; a backup whose output is missing comes back."""
-    for backup in sorted(final.parent.glob(f".{final.name}.old-*")):
-        if not os.path.lexists(final):
-            os.rename(backup, final)
-            console.log(f"restored {final} from {backup.name}, left by an --overwrite that was killed")
-        else:
-            _remove(backup)
-    for stale in final.parent.glob(f".{final.name}.tmp-*"):
-        _remove(stale)
-
+# The renames and that repair are ``rectool.commit``.
 
 @contextlib.contextmanager
 def output_lock(final: Path) -> Iterator[None]:
@@ -351,7 +246,7 @@ def _atomic(path: str | os.PathLike[str], overwrite: bool, make_dir: bool) -> It
     except OSError as exc:
         raise UserError(f"output {final}: cannot create its parent directory ({exc.strerror})") from exc
     with output_lock(final):
-        _sweep_leftovers(final)
+        sweep_leftovers(final)
         _refuse_existing(final, overwrite)  # again, now that no other writer can get in between
         tmp = final.parent / f".{final.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         if make_dir:
@@ -361,9 +256,9 @@ def _atomic(path: str | os.PathLike[str], overwrite: bool, make_dir: bool) -> It
             if not os.path.lexists(tmp):
                 raise RuntimeError(f"nothing was written to {tmp}")
         except BaseException:
-            _remove(tmp)
+            remove(tmp)
             raise
-        _commit(tmp, final, overwrite)
+        commit(tmp, final, overwrite)
 
 
 def atomic_dir(path: str | os.PathLike[str], overwrite: bool = False) -> contextlib.AbstractContextManager[Path]:

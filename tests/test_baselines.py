@@ -114,7 +114,7 @@ def test_run_baseline_files_and_exclusion_rules(tmp_path):
     # user 1 (10, 11): 12 co-occurs once with each (2), 13 once with 11 (1); user 2 (10, 12): 11 scores 2 + 1
     assert read_recalls(tmp_path / "cf").lists.to_lists() == [[12, 13], [11, 13], [11, 12]]
     assert read_meta(tmp_path / "cf")["similarity"] == "cooccurrence"
-    result = evaluate_topk(tmp_path / "cf", truth, tmp_path / "eval", k_list="1,3")
+    result = evaluate_topk(tmp_path / "cf", truth, tmp_path / "eval", k_list=[1, 3])
     assert result["users"] == 3 and 0 < result["metrics"]["3"]["recall"] <= 1
     with pytest.raises(UserError, match="choose cosine or cooccurrence"):
         run_baseline("item-cf", train, tmp_path / "x", similarity="jaccard")  # type: ignore[arg-type]
@@ -141,9 +141,9 @@ def test_popularity_on_movielens_matches_the_published_floor(tmp_path):
     train = write_lists(tmp_path / "train.parquet", *_read_user_lines(split / "train.txt"))
     test = write_lists(tmp_path / "test.parquet", *_read_user_lines(split / "test.txt"))
     run_baseline("popularity", train, tmp_path / "pop", users=test, k=20)
-    result = evaluate_topk(tmp_path / "pop", test, tmp_path / "eval", k_list="20")
+    result = evaluate_topk(tmp_path / "pop", test, tmp_path / "eval", k_list=[20])
     assert result["users"] == 943
     assert result["metrics"]["20"]["recall"] == pytest.approx(0.097, abs=0.002)
     run_baseline("item-cf", train, tmp_path / "cf", users=test, k=20)
-    cf = evaluate_topk(tmp_path / "cf", test, tmp_path / "eval_cf", k_list="20")
+    cf = evaluate_topk(tmp_path / "cf", test, tmp_path / "eval_cf", k_list=[20])
     assert cf["metrics"]["20"]["recall"] > 1.5 * result["metrics"]["20"]["recall"]

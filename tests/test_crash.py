@@ -231,7 +231,7 @@ def test_overwrite_is_never_without_a_complete_output(logs, tmp_path, monkeypatc
         assert _convert(big, out, "--overwrite", fault="artifacts.after_exchange").returncode == KILLED
         assert _table(out).equals(new)
     else:  # a filesystem without exchange: two renames; killed between them, the old output is the backup
-        script = ("import sys, rectool.artifacts as a; a._RENAMEAT2 = None; from rectool.cli import main; "
+        script = ("import sys, rectool.commit as c; c._RENAMEAT2 = None; from rectool.cli import main; "
                   "sys.argv = ['rectool'] + sys.argv[1:]; main()")
         proc = subprocess.run([sys.executable, "-c", script, "convert", "--format", "userbehavior", str(big), "-o",
                                str(out), "--overwrite"], cwd=ROOT, capture_output=True, text=True,

@@ -99,10 +99,10 @@ def test_cli_writes_json_csv_and_plot(files, cli):
 
 def test_catalogue_from_items_table(files):
     pq.write_table(pa.table({"item_id": pa.array(range(30), pa.int64())}), files / "items.parquet")
-    result = evaluate_topk(files / "rec", files / "truth.parquet", files / "e", k_list="4",
+    result = evaluate_topk(files / "rec", files / "truth.parquet", files / "e", k_list=[4],
                            items=files / "items.parquet")
     assert result["catalog_items"] == 30 and result["metrics"]["4"]["coverage"] == pytest.approx(9 / 30)
-    result = evaluate_topk(files / "rec", files / "truth.parquet", files / "e2", k_list="4")
+    result = evaluate_topk(files / "rec", files / "truth.parquet", files / "e2", k_list=[4])
     assert result["catalog_source"] == "distinct items in recalls and truth" and result["catalog_items"] == 12
 
 
@@ -112,7 +112,7 @@ def test_bad_inputs(files, tmp_path, cli):
               "--output", tmp_path / "o", expect=2)
     assert "2 of 3 truth users have no row in --recall-path (e.g. 98, 99)" in res.stderr
     assert not (tmp_path / "o").exists()
-    zero = evaluate_topk(files / "rec", tmp_path / "t_unknown.parquet", tmp_path / "o", k_list="1",
+    zero = evaluate_topk(files / "rec", tmp_path / "t_unknown.parquet", tmp_path / "o", k_list=[1],
                          missing_users="zero")
     assert zero["missing_users"] == 2 and zero["metrics"]["1"]["recall"] == pytest.approx(1 / 3)
     write_recalls(tmp_path / "fewer", np.array([1, 2]), topk_of([[1], [2]]))
@@ -131,7 +131,7 @@ def test_bad_inputs(files, tmp_path, cli):
     with pytest.raises(UserError, match="missing column item_ids"):
         read_truth(tmp_path / "nolist.parquet")
     with pytest.raises(UserError, match="--k-list 0,5"):
-        evaluate_topk(files / "rec", files / "truth.parquet", tmp_path / "o3", k_list="0,5")
+        evaluate_topk(files / "rec", files / "truth.parquet", tmp_path / "o3", k_list=[0, 5])
     with pytest.raises(UserError, match="this is a 'recalls' artifact"):
         from rectool.artifacts import check_kind
 

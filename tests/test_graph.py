@@ -94,4 +94,4 @@ def test_bad_indexes(index_dir, tmp_path):
     with pytest.raises(UserError, match="truncated"):
         extract_graph(broken)
     with pytest.raises(UserError, match="levels >= 0"):
-        extract_graph(index_dir, levels="-1")
+        extract_graph(index_dir, levels=[-1])

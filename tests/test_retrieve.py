@@ -149,7 +149,7 @@ def test_pair_scorer_packs_pairs_for_matrix_and_one_per_row_programs():
     """Flat (user, candidate) pairs in any order give the same scores through a [B, T] program and a [B] one."""
     import torch
 
-    from rectool.retrieval import retrieve as rv
+    from rectool.retrieval import pair_scorer as rv
 
     users = {"u": torch.tensor([[1.0], [2.0], [-3.0]])}
 

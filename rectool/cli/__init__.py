@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import functools
+import re
 import sys
 import traceback
 from typing import Annotated
@@ -96,7 +97,21 @@ def _one_line_usage_error(self, file=None) -> None:  # noqa: ANN001, ARG001
     """Click's usage errors (bad flag, bad value) print usage + hint + error on three lines; rectool's
     promise is one line on stderr, so the error says where help is instead."""
     where = f"{self.ctx.command_path} --help" if self.ctx is not None else "rectool --help"
-    sys.stderr.write(f"error: {' '.join(self.format_message().split())} (see '{where}')\n")
+    sys.stderr.write(f"error: {_choice_error(' '.join(self.format_message().split()))} (see '{where}')\n")
+
+
+_NOT_A_CHOICE = re.compile(r"Invalid value for '(?P<flag>[^']+)': (?:Value error, )?'(?P<value>.*)' is not one of "
+                           r"(?P<choices>.*?)\.?$")
+
+
+def _choice_error(message: str) -> str:
+    """Typer's words for a value outside a choice -> rectool's: ``--method lsh: choose hnsw, brute, tdm or nann``."""
+    found = _NOT_A_CHOICE.match(message)
+    if found is None:
+        return message
+    names = [c.strip().strip("'") for c in found["choices"].split(",")]
+    listed = ", ".join(names[:-1]) + f" or {names[-1]}" if len(names) > 1 else names[0]
+    return f"{found['flag']} {found['value']}: choose {listed}"
 
 
 UsageError.show = _one_line_usage_error  # NoArgsIsHelpError keeps its own show (the help text)

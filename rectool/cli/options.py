@@ -40,16 +40,18 @@ def comma_list(values: str | Sequence[str] | None) -> list[str]:
     return [part.strip() for text in texts for part in text.split(",") if part.strip()]
 
 
-def parse_list(values: str | Sequence[str] | None, flag: str, item: Callable[[str], T], expect: str) -> list[T]:
+def parse_list(values: str | Sequence[str] | None, flag: str, item: Callable[[str], T], expect: str,
+               error: str | None = None) -> list[T]:
     """The one parser of list options: each item of ``comma_list(values)`` through ``item``; an item
-    it refuses (``ValueError``) is a one-line error naming the flag, the item and what was expected."""
+    it refuses (``ValueError``) is a one-line error naming the flag, the item and what was expected
+    (``error``, if given, is the whole message after ``FLAG VALUES:``, for options whose words are settled)."""
     out = []
     for part in comma_list(values):
         try:
             out.append(item(part))
         except ValueError:
             shown = values if isinstance(values, str) else ",".join(values or [])
-            raise UserError(f"{flag} {shown}: {part!r} is not {expect}") from None
+            raise UserError(f"{flag} {shown}: {error or f'{part!r} is not {expect}'}") from None
     return out
 
 

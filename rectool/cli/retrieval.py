@@ -16,9 +16,18 @@ from rectool.cli.options import (
     OverwriteOpt,
     QuietOpt,
     SeedOpt,
+    choices,
+    comma_list,
     count_option,
+    parse_list,
     run_sharded,
+    whole,
 )
+from rectool.retrieval.choices import Method, MissingUsers, Space
+
+MethodChoice = choices("MethodChoice", Method)
+MissingChoice = choices("MissingChoice", MissingUsers)
+SpaceChoice = choices("SpaceChoice", Space)
 
 
 def hnsw_build(
@@ -26,8 +35,8 @@ def hnsw_build(
     output: OutputOpt,
     embedding_field: Annotated[str, typer.Option(help="Column of the embeddings.")] = "item_emb",
     id_field: Annotated[str, typer.Option(help="Column of the item ids.")] = "item_id",
-    space: Annotated[str | None, typer.Option(help="ip (inner product), l2 or cosine [ip; --add-to: the index's].")]
-    = None,
+    space: Annotated[SpaceChoice | None, typer.Option(help="ip (inner product), l2 or cosine [ip; --add-to: the "
+                                                           "index's].")] = None,
     m: Annotated[int | None, count_option("--m", least=2, help="HNSW M: links per node [16; --add-to: the index's].")]
     = None,
     ef_construction: Annotated[int | None, count_option(help="efConstruction [200; --add-to: the index's].")] = None,
@@ -44,7 +53,7 @@ def hnsw_build(
 
     console.set_quiet(quiet)
     summary = build_index(input, output, embedding_field=embedding_field, id_field=id_field,
-                          space=space, m=m, ef_construction=ef_construction,  # type: ignore[arg-type]
+                          space=None if space is None else space.value, m=m, ef_construction=ef_construction,
                           threads=threads, add_to=add_to, overwrite=overwrite, batch_size=batch_size, seed=seed)
     console.summary("hnsw build", {"output": str(output), **summary})
     console.emit_path(output)
@@ -61,7 +70,8 @@ def hnsw_graph(
     from rectool.retrieval.graph import graph_from_index
 
     console.set_quiet(quiet)
-    summary = graph_from_index(index, output, levels, overwrite)
+    summary = graph_from_index(index, output, parse_list(levels, "--levels", int, "a level number (e.g. 0,1)"),
+                               overwrite)
     console.summary("hnsw graph", {"output": str(output), **{k: v for k, v in summary.items() if k != "levels"},
                                    "levels": ",".join(str(x) for x in summary["levels"])})
     console.emit_path(output)
@@ -77,8 +87,8 @@ def eval_topk(
     items: Annotated[str | None, typer.Option(help="Item table (item_id) giving the catalogue for coverage.")]
     = None,
     n_items: Annotated[int | None, count_option(help="Catalogue size for coverage (instead of --items).")] = None,
-    missing_users: Annotated[str, typer.Option(help="Truth users absent from the recall file: error, or zero "
-                                                    "(count them with an empty list).")] = "error",
+    missing_users: Annotated[MissingChoice, typer.Option(help="Truth users absent from the recall file: error, or "
+                                                              "zero (count them with an empty list).")] = "error",
     plot: Annotated[bool, typer.Option("--plot", help="Also write recall_at_k.png (recall@K against K).")] = False,
     overwrite: OverwriteOpt = False,
     quiet: QuietOpt = False,
@@ -87,8 +97,9 @@ def eval_topk(
     from rectool.retrieval.metrics import evaluate_topk
 
     console.set_quiet(quiet)
-    result = evaluate_topk(recall_path, truth_path, output, k_list=k_list, brute_path=brute_path, n_items=n_items,
-                           items=items, missing_users=missing_users, plot=plot,  # type: ignore[arg-type]
+    ks = parse_list(k_list, "--k-list", int, "", error="give cut-offs separated by commas, e.g. 10,20,50,200")
+    result = evaluate_topk(recall_path, truth_path, output, k_list=ks, brute_path=brute_path, n_items=n_items,
+                           items=items, missing_users=MissingChoice(missing_users).value, plot=plot,
                            overwrite=overwrite)
     rows = {"output": str(output), "users": result["users"], "catalogue": result["catalog_items"]}
     if "mean_items_scored" in result:
@@ -98,7 +109,7 @@ def eval_topk(
 
 
 def retrieve(
-    method: Annotated[str, typer.Option("--method", help="hnsw, brute, tdm or nann.")],
+    method: Annotated[MethodChoice, typer.Option("--method", help="hnsw, brute, tdm or nann.")],
     model: Annotated[Path, typer.Option("--model", help="An export: towers (two_tower, mind) or a pair scorer "
                                                         "(tdm, nann).")],
     users: Annotated[str, typer.Option("--users", help="Users and the columns the model reads (next-item "
@@ -145,19 +156,25 @@ def retrieve(
 ) -> None:
     """Each user's top-K items: HNSW or exact search of user vectors, or TDM / NANN beam search with the model."""
     from rectool.launch import worker_guard
+    from rectool.retrieval.options import MAX_SEARCH, RetrieveOptions
     from rectool.retrieval.retrieve import retrieve as run_retrieve
 
     console.set_quiet(quiet)
     run_sharded("retrieve", nproc)
-    reserved = [c.strip() for v in reserved_columns or [] for c in v.split(",") if c.strip()]
+
+    def counts(flag: str, text: str | None, least: int) -> list[int]:
+        return parse_list(text, flag, whole(least, MAX_SEARCH), "", error=f"give whole numbers of at least {least} "
+                          f"(and at most {MAX_SEARCH}), comma-separated (e.g. 100,200,400)")
+
     with worker_guard():
-        result = run_retrieve(method, model, users, output, topk=topk, index=index, items=items,  # type: ignore
-                              tree=tree, ef=ef, rounds=rounds, expand=expand, beam=beam, exclude_seen=exclude_seen,
-                              exclude_column=exclude_column, reserved_columns=reserved, batch_size=batch_size,
-                              threads=threads, overwrite=overwrite, repeat_bonus=repeat_bonus,
-                              repeat_column=repeat_column, item_to_item=item_to_item,
-                              item_similarity=item_similarity, item_to_item_temperature=item_to_item_temperature,
-                              device=device.value)
+        options = RetrieveOptions.of(
+            method=method.value, topk=topk, index=index, items=items, tree=tree, ef=counts("--ef", ef, 1),
+            rounds=counts("--rounds", rounds, 0), expand=expand, beam=beam, exclude_seen=exclude_seen,
+            exclude_column=exclude_column, reserved_columns=comma_list(reserved_columns),
+            repeat_bonus=repeat_bonus, repeat_column=repeat_column, item_to_item=item_to_item,
+            item_similarity=item_similarity, item_to_item_temperature=item_to_item_temperature,
+            batch_size=batch_size, threads=threads, device=device.value)
+        result = run_retrieve(options, model, users, output, overwrite=overwrite)
     if console.rank() == 0:
-        console.summary(f"retrieve {method}", result)
+        console.summary(f"retrieve {method.value}", result)
         console.emit_path(output)

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from rectool import console
-from rectool.cli.options import OverwriteOpt, QuietOpt, SeedOpt, count_option
+from rectool.cli.options import OverwriteOpt, QuietOpt, SeedOpt, comma_list, count_option
 
 ItemInputOpt = Annotated[str, typer.Option("--item-input-path", help="Item table: parquet directory, file or glob.",
                                            show_default=False)]
@@ -43,11 +43,10 @@ def init(
 ) -> None:
     """Build the initial TDM tree: items sorted by (category, id), split recursively into near-equal parts."""
     from rectool.tree.build import init_tree
-    from rectool.tree.inputs import split_fields
 
     console.set_quiet(quiet)
     result = init_tree(item_input_path, item_id_field, cate_id_field, tree_output_dir, node_edge_output_file,
-                       split_fields(attr_fields), split_fields(raw_attr_fields), n_cluster, hash_ids, overwrite)
+                       comma_list(attr_fields), comma_list(raw_attr_fields), n_cluster, hash_ids, overwrite)
     console.summary("tree init", {"output": str(tree_output_dir), **result})
     console.emit_path(tree_output_dir)
 
@@ -70,11 +69,10 @@ def cluster(
 ) -> None:
     """Build a learnt TDM tree by balanced recursive k-means on item embeddings."""
     from rectool.tree.build import cluster_tree
-    from rectool.tree.inputs import split_fields
 
     console.set_quiet(quiet)
     result = cluster_tree(item_input_path, item_id_field, embedding_field, tree_output_dir, node_edge_output_file,
-                          split_fields(attr_fields), split_fields(raw_attr_fields), n_cluster, parallel, seed,
+                          comma_list(attr_fields), comma_list(raw_attr_fields), n_cluster, parallel, seed,
                           hash_ids, overwrite)
     console.summary("tree cluster", {"output": str(tree_output_dir), **result})
     console.emit_path(tree_output_dir)

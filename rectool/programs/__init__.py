@@ -9,4 +9,10 @@ Modules
     ``manifest``  ``ExportManifest``: the typed, versioned contract an export's ``_meta.json``
                   carries (parts, their columns, output kinds, candidate shape, repeat bonus).
     ``load``      ``load_program``: one ``NAME.pt2`` and its input spec.
+    ``device``    where a program runs (``DeviceChoice``, defined here so that option parsing stays
+                  free of torch).
 """
+
+from typing import Literal
+
+DeviceChoice = Literal["auto", "cpu", "cuda"]

@@ -10,11 +10,10 @@ Arrow and the numba kernels read them; on the CPU the program runs as it is.
 from __future__ import annotations
 
 import os
-from typing import Literal
 
 import torch
 
-DeviceChoice = Literal["auto", "cpu", "cuda"]
+from rectool.programs import DeviceChoice
 
 
 def resolve_device(choice: DeviceChoice, local_rank: int) -> torch.device:

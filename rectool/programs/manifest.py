@@ -106,7 +106,7 @@ class ExportManifest(BaseModel):
     def part(self, name: str, flag: str = "--model", where: Path | str = "") -> PartManifest:
         if name not in self.parts:
             have = ", ".join(self.parts) or "none"
-            raise UserError(f"{flag} {where}: has no {name} program (it has: {have}); give an export of a model "
+            raise UserError(f"{flag} {where}: has no {name}.pt2 (it has: {have}); give an export of a model "
                             f"with a '{name}' program")
         return self.parts[name]
 

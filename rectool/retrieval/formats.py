@@ -2,7 +2,8 @@
 
 Embedding table (``rectool embed`` writes it; ``hnsw build`` and ``brute`` read it)
     ``item_id int64, item_emb fixed_size_list<float32>[d]`` + reserved attribute columns.
-    ``list<float>`` columns of one length and other float widths are accepted too.
+    ``list<float>`` columns of one length and other float widths are accepted too; the
+    vectors are decoded and checked by ``rectool.embeddings`` (shared with ``tree cluster``).
 
 Recall format (every retrieval method and baseline writes it; ``eval-topk`` reads it)
     ``user_id int64, item_ids list<int64>, scores list<float32>`` (best first), optional
@@ -44,6 +45,7 @@ import pyarrow.dataset as pads
 
 from rectool.artifacts import PartWriter, atomic_dir, check_kind, open_dataset, require_columns, write_meta
 from rectool.badinput import count_rows, guarded, read_table, reading
+from rectool.embeddings import list_size, vectors
 from rectool.errors import UserError
 
 USER_ID = "user_id"
@@ -411,16 +413,6 @@ def read_recalls(path: str | os.PathLike[str], what: str = "--recall-path") -> U
 # ----------------------------------------------------------------------------- embedding tables
 
 
-def _embedding_dim(field_type: pa.DataType) -> int | None:
-    """List size of a fixed-size list (None for a variable list); error for anything else."""
-    if pa.types.is_fixed_size_list(field_type) and pa.types.is_floating(field_type.value_type):
-        return int(field_type.list_size)
-    if (pa.types.is_list(field_type) or pa.types.is_large_list(field_type)) and \
-            pa.types.is_floating(field_type.value_type):
-        return None
-    raise ValueError(str(field_type))
-
-
 @dataclass(frozen=True)
 class EmbeddingSource:
     """A validated embedding table; ``batches()`` streams ``(ids int64 (b,), vectors float32 (b, d))``."""
@@ -435,39 +427,21 @@ class EmbeddingSource:
     def batches(self, batch_size: int = 65_536) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         source = f"--input {self.path}"
         columns = [self.id_field, self.embedding_field]
+        row = 0  # of the whole table, for error messages
         for fragment in self.dataset.get_fragments():
             for batch in guarded(lambda f=fragment: f.to_batches(columns=columns, batch_size=batch_size),
                                  (source, [fragment.path])):
                 if batch.num_rows == 0:
                     continue
                 ids = int_column(pa.chunked_array([batch.column(0)]), source, self.id_field)
-                vectors = _vectors(batch.column(1), self.dim, ids, source, self.embedding_field)
-                yield ids, vectors
-
-
-def _vectors(column: pa.Array, dim: int, ids: np.ndarray, source: str, field: str) -> np.ndarray:
-    if column.null_count:
-        bad = ids[np.flatnonzero(column.is_null().to_numpy(zero_copy_only=False))[0]]
-        raise UserError(f"{source}: item {bad} has a null {field}; drop it or fill it")
-    if not pa.types.is_fixed_size_list(column.type):
-        lengths = pc.list_value_length(column).to_numpy(zero_copy_only=False)
-        if (wrong := np.flatnonzero(lengths != dim)).size:
-            raise UserError(f"{source}: embedding dims differ: item {ids[wrong[0]]} has {lengths[wrong[0]]} values in "
-                            f"{field}, the table starts with {dim}; write one dimension for all items")
-    flat = column.flatten()
-    if flat.null_count:
-        raise UserError(f"{source}: {field} holds null values; fill them before building the index")
-    vectors = flat.to_numpy(zero_copy_only=False).astype(np.float32, copy=False).reshape(-1, dim)
-    finite = np.isfinite(vectors).all(axis=1)
-    if not finite.all():
-        raise UserError(f"{source}: item {ids[np.flatnonzero(~finite)[0]]} has a NaN or infinite value in {field}; "
-                        "fix the embedding (e.g. re-run embed) before building the index")
-    return np.ascontiguousarray(vectors)
+                yield ids, vectors(batch.column(1), ids, source, self.embedding_field, dim=self.dim, first_row=row)
+                row += batch.num_rows
 
 
 def open_embeddings(path: str | os.PathLike[str], embedding_field: str = ITEM_EMB,
                     id_field: str = ITEM_ID) -> EmbeddingSource:
-    """Open an embedding table and check it: columns present, float vectors, one dimension throughout."""
+    """Open an embedding table and check it: columns present, float vectors, one dimension throughout
+    (each file's type and first row here; every row by ``rectool.embeddings.vectors`` as it streams)."""
     ds = open_dataset(path, "--input")
     source = f"--input {os.fspath(path)}"
     require_columns(ds.schema, [id_field, embedding_field], source,
@@ -478,22 +452,20 @@ def open_embeddings(path: str | os.PathLike[str], embedding_field: str = ITEM_EM
     for fragment in ds.get_fragments():
         with reading((source, [fragment.path])):  # the footer of every file, the first rows of some
             field_type = fragment.physical_schema.field(embedding_field).type
-        try:
-            size = _embedding_dim(field_type)
-        except ValueError:
-            raise UserError(f"{source}: column {embedding_field} is {field_type}, expected a fixed-size list of "
-                            "float32 (or a list of floats)") from None
+        size = list_size(field_type, source, embedding_field)
         if size is None:  # variable lists: the first row gives the dimension
             with reading((source, [fragment.path])):
                 first = fragment.head(1, columns=[embedding_field]).column(0)
-            size = int(pc.list_value_length(first)[0].as_py()) if len(first) else None
+            length = pc.list_value_length(first)[0].as_py() if len(first) else None  # None: no row, or null
+            size = None if length is None else int(length)
         if size is None:
             continue
         if dim is None:
             dim, first_file = size, fragment.path
         elif size != dim:
-            raise UserError(f"{source}: embedding dims differ: {fragment.path} has {size}, {first_file} has {dim}; "
-                            "embed all items with one model")
+            raise UserError(f"{source}: --embedding-field {embedding_field}: embedding dims differ: {fragment.path} "
+                            f"has {size}, {first_file} has {dim}; embed all items with one model")
     if dim is None or dim == 0:
-        raise UserError(f"{source}: the table holds no embedding; give a non-empty table written by rectool embed")
+        raise UserError(f"{source}: --embedding-field {embedding_field}: the table holds no embedding; give a "
+                        "non-empty table written by rectool embed")
     return EmbeddingSource(os.fspath(path), ds, embedding_field, id_field, dim, count_rows(ds, source))

@@ -98,22 +98,17 @@ class HnswGraph:
 # ----------------------------------------------------------------------------- extraction
 
 
-def _parse_levels(levels: str | Sequence[int]) -> list[int]:
-    if isinstance(levels, str):
-        try:
-            parsed = [int(x) for x in levels.split(",") if x.strip()]
-        except ValueError:
-            raise UserError(f"--levels {levels}: give level numbers separated by commas, e.g. 0,1") from None
-    else:
-        parsed = [int(x) for x in levels]
+def check_levels(levels: Sequence[int]) -> list[int]:
+    """The levels to extract, sorted and distinct; a one-line error unless there is one or more, each >= 0."""
+    parsed = [int(x) for x in levels]
     if not parsed or min(parsed) < 0:
-        raise UserError(f"--levels {levels}: give one or more levels >= 0, e.g. 0,1")
+        raise UserError(f"--levels {','.join(map(str, parsed))}: give one or more levels >= 0, e.g. 0,1")
     return sorted(set(parsed))
 
 
-def extract_graph(index_dir: str | os.PathLike[str], levels: str | Sequence[int] = (0, 1)) -> HnswGraph:
+def extract_graph(index_dir: str | os.PathLike[str], levels: Sequence[int] = (0, 1)) -> HnswGraph:
     """Read the graph of a ``hnsw build`` index directory (see the module docstring)."""
-    wanted = _parse_levels(levels)
+    wanted = check_levels(levels)
     directory = Path(os.fspath(index_dir))
     meta = check_kind(directory, INDEX_KIND, "--index")
     path, ids_path = directory / INDEX_FILE, directory / IDS_FILE
@@ -211,7 +206,7 @@ def load_graph(path: str | os.PathLike[str], mmap: bool = True) -> HnswGraph:
 
 
 def graph_from_index(index_dir: str | os.PathLike[str], output: str | os.PathLike[str],
-                     levels: str | Sequence[int] = (0, 1), overwrite: bool = False) -> dict[str, Any]:
+                     levels: Sequence[int] = (0, 1), overwrite: bool = False) -> dict[str, Any]:
     """``rectool hnsw graph``: extract and write; returns the summary figures."""
     graph = extract_graph(index_dir, levels)
     return write_graph(graph, output, overwrite, inputs=[index_dir])

@@ -33,7 +33,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, get_args
 
 import numpy as np
 
@@ -41,6 +41,7 @@ from rectool import console
 from rectool.artifacts import atomic_dir, check_kind, write_meta
 from rectool.badinput import read_table
 from rectool.errors import UserError
+from rectool.retrieval.choices import Space
 from rectool.retrieval.formats import (
     INDEX_KIND,
     ITEM_EMB,
@@ -53,8 +54,7 @@ from rectool.retrieval.formats import (
 )
 from rectool.retrieval.graph import IDS_FILE, INDEX_FILE
 
-Space = Literal["ip", "l2", "cosine"]
-SPACES = ("ip", "l2", "cosine")
+SPACES: tuple[str, ...] = get_args(Space)
 
 
 @dataclass

@@ -38,7 +38,7 @@ import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
@@ -47,20 +47,19 @@ from rectool.artifacts import atomic_dir, open_dataset, require_columns, write_m
 from rectool.badinput import read_table
 from rectool.errors import UserError
 from rectool.retrieval import kernels
+from rectool.retrieval.choices import MissingUsers
 from rectool.retrieval.formats import ITEM_ID, METRICS_KIND, UserLists, int_column, read_recalls, read_truth
 
-MissingUsers = Literal["error", "zero"]
 BASE_COLUMNS = ["precision", "recall", "f_measure", "hit_rate", "ndcg", "mrr", "coverage", "distinct_items"]
 BRUTE_COLUMNS = ["recall_brute", "recall_delta", "coverage_brute"]
 
 
-def parse_k_list(text: str | Sequence[int]) -> list[int]:
-    try:
-        ks = [int(x) for x in text.split(",") if x.strip()] if isinstance(text, str) else [int(x) for x in text]
-    except ValueError:
-        raise UserError(f"--k-list {text}: give cut-offs separated by commas, e.g. 10,20,50,200") from None
+def check_k_list(k_list: Sequence[int]) -> list[int]:
+    """The cut-offs, sorted and distinct; a one-line error unless there is one or more, each >= 1."""
+    ks = [int(k) for k in k_list]
     if not ks or min(ks) < 1 or max(ks) > np.iinfo(np.int64).max:  # cut-offs are int64 arrays
-        raise UserError(f"--k-list {text}: give one or more cut-offs >= 1 (and below 2^63), e.g. 10,20,50,200")
+        raise UserError(f"--k-list {','.join(map(str, ks))}: give one or more cut-offs >= 1 (and below 2^63), "
+                        "e.g. 10,20,50,200")
     return sorted(set(ks))
 
 
@@ -112,7 +111,7 @@ def topk_metrics(recalls: UserLists, truth: UserLists, k_list: Sequence[int], *,
                  n_items: int | None = None, items: str | os.PathLike[str] | None = None,
                  missing_users: MissingUsers = "error") -> dict[str, Any]:
     """Every measure at every K (see the module docstring), as a JSON-ready dict."""
-    ks = np.asarray(parse_k_list(k_list), dtype=np.int64)
+    ks = np.asarray(check_k_list(k_list), dtype=np.int64)
     keep = truth.lists.lengths() > 0
     truth = UserLists(truth.user_ids[keep], truth.lists.take(np.flatnonzero(keep)))
     if len(truth) == 0:
@@ -196,14 +195,12 @@ def _plot(result: dict[str, Any], path: Path) -> None:
 
 
 def evaluate_topk(recall_path: str | os.PathLike[str], truth_path: str | os.PathLike[str],
-                  output: str | os.PathLike[str], *, k_list: str | Sequence[int] = "10,20,50,200",
+                  output: str | os.PathLike[str], *, k_list: Sequence[int] = (10, 20, 50, 200),
                   brute_path: str | os.PathLike[str] | None = None, n_items: int | None = None,
                   items: str | os.PathLike[str] | None = None, missing_users: MissingUsers = "error",
                   plot: bool = False, overwrite: bool = False) -> dict[str, Any]:
     """``rectool eval-topk``: read, measure, write ``metrics.json``/``.csv`` (+ PNG); print the table."""
-    if missing_users not in ("error", "zero"):
-        raise UserError(f"--missing-users {missing_users}: choose error or zero")
-    ks = parse_k_list(k_list)
+    ks = check_k_list(k_list)
     recalls = read_recalls(recall_path, "--recall-path")
     truth = read_truth(truth_path, "--truth-path")
     brute = read_recalls(brute_path, "--brute-path") if brute_path is not None else None

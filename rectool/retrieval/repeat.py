@@ -16,7 +16,7 @@ Inputs: the export's ``parts.user_tower.repeat`` ({column, bonus}, written by ``
 the user-tower tensors of a batch of users (padded ids + lengths), the user vectors, and
 a lookup of item vectors (embedding-table rows, or the vectors stored in the index).
 
-    repeat = RepeatBonus.from_part(parts["user_tower"])
+    repeat = RepeatBonus.from_part(manifest.part("user_tower"))
     history, bonus = repeat.history(x)
     topk = search_with_repeat(lambda excl: brute_search_dot(q, items, k, item_ids=ids, exclude=excl),
                               q, history, bonus, table_vectors, exclude, k)
@@ -32,6 +32,7 @@ import torch
 
 from rectool.errors import UserError
 from rectool.programs.inputs import LEN_SUFFIX
+from rectool.programs.manifest import PartManifest
 from rectool.retrieval.formats import Ragged, TopK, union_topk
 from rectool.retrieval.item_to_item import MixedScores
 
@@ -45,14 +46,14 @@ class RepeatBonus:
     bonus: np.ndarray    # float32 [max_count + 1]: bonus[c] for an item found c times, bonus[0] = 0
 
     @classmethod
-    def from_part(cls, part: dict) -> RepeatBonus | None:
-        spec = part.get("repeat")
-        if spec is None:
+    def from_part(cls, part: PartManifest) -> RepeatBonus | None:
+        """The learned bonus an export's user tower carries (``model.repeat``), if any."""
+        if part.repeat is None:
             return None
-        return cls(spec["column"], np.asarray(spec["bonus"], dtype=np.float32))
+        return cls(part.repeat.column, np.asarray(part.repeat.bonus, dtype=np.float32))
 
     @classmethod
-    def resolve(cls, part: dict, bonus: float | None, column: str | None,
+    def resolve(cls, part: PartManifest, bonus: float | None, column: str | None,
                 list_columns: list[str]) -> RepeatBonus | None:
         """The export's learned bonus, or ``retrieve --repeat-bonus B [--repeat-column C]``: B for
         every history item, whatever its count (any tower export; C must be a list column the

@@ -39,10 +39,11 @@ import pyarrow.compute as pc
 
 from rectool import console
 from rectool.artifacts import atomic_dir, write_meta
+from rectool.embeddings import vectors
 from rectool.errors import UserError
 from rectool.tree import attrs as node_attrs
 from rectool.tree import files
-from rectool.tree.inputs import embedding_matrix, item_ids, read_items
+from rectool.tree.inputs import item_ids, read_items
 from rectool.tree.kernels import init_codes
 from rectool.tree.structure import Tree, tree_from_codes
 
@@ -144,7 +145,7 @@ def cluster_tree(item_input_path: str, item_id_field: str, embedding_field: str,
     node_attrs.check_attr_types(items.schema, attr_fields, raw_attr_fields, item_input_path)
     node_attrs.check_attr_values(items, attr_fields, item_input_path)
     ids = item_ids(items, item_id_field, hash_ids, item_input_path)
-    emb = embedding_matrix(items, embedding_field, item_input_path)
+    emb = vectors(items[embedding_field], ids, item_input_path, embedding_field)
     items = items.drop_columns([embedding_field]) if embedding_field not in (item_id_field, *attr_fields) else items
     t1 = time.perf_counter()
     console.log(f"clustering {emb.shape[0]:,} x {emb.shape[1]} embeddings with {parallel} worker(s)")

@@ -3,11 +3,11 @@
 Inputs: a parquet item table (directory, file or glob; ``open_dataset``) with one row per
 item: the id column (int, or string with ``hash_ids``), for ``init`` a category column,
 for ``cluster`` an embedding column (``fixed_size_list<float>[d]`` or ``list<float>`` of one
-length), and optional attribute columns.
+length, decoded and checked by ``rectool.embeddings.vectors``), and optional attribute columns.
 
-    items = read_items("items/", "item_id", ["category_id", "brand"], hash_ids=False)
+    items = read_items("items/", ["item_id", "category_id", "brand"])
     ids = item_ids(items, "item_id", hash_ids=False, source="items/")
-    emb = embedding_matrix(items, "item_emb", source="items/")   # float32 [items, d]
+    emb = vectors(items["item_emb"], ids, "items/", "item_emb")   # float32 [items, d]
 """
 
 from __future__ import annotations
@@ -20,11 +20,6 @@ from rectool.artifacts import open_dataset, require_columns
 from rectool.badinput import first_line, read_table
 from rectool.errors import UserError
 from rectool.hashing import hash_strings
-
-
-def split_fields(spec: str | None) -> list[str]:
-    """``"a, b,c"`` -> ``["a", "b", "c"]``; None or "" -> []."""
-    return [f.strip() for f in (spec or "").split(",") if f.strip()]
 
 
 def read_items(path: str, columns: list[str]) -> pa.Table:
@@ -66,33 +61,3 @@ def item_ids(items: pa.Table, field: str, hash_ids: bool, source: str) -> np.nda
                         "the item table needs one row per item: deduplicate it"
                         + (" (or the string ids collide after hashing)" if hash_ids else ""))
     return ids
-
-
-def embedding_matrix(items: pa.Table, field: str, source: str) -> np.ndarray:
-    """float32 [items, d] from a ``fixed_size_list<float>[d]`` or equal-length ``list<float>`` column."""
-    col = items[field].combine_chunks()
-    t = col.type
-    is_list = pa.types.is_fixed_size_list(t) or pa.types.is_list(t) or pa.types.is_large_list(t)
-    if not is_list or not (pa.types.is_floating(t.value_type) or pa.types.is_integer(t.value_type)):
-        raise UserError(f"{source}: --embedding-field {field} is {t}; expected fixed_size_list<float32>[d] "
-                        "or list<float>")
-    if col.null_count:
-        row = int(pc.index(col.is_valid(), False).as_py())
-        raise UserError(f"{source}: --embedding-field {field} is null in row {row}; every item needs an embedding")
-    lengths = pc.list_value_length(col).to_numpy(zero_copy_only=False)
-    dim = int(lengths[0]) if lengths.size else 0
-    bad = np.flatnonzero(lengths != dim)
-    if bad.size:
-        raise UserError(f"{source}: --embedding-field {field} has {int(lengths[bad[0]])} values in row "
-                        f"{int(bad[0])} but {dim} in row 0; all embeddings need the same dimension")
-    if dim == 0:
-        raise UserError(f"{source}: --embedding-field {field} holds empty embeddings")
-    values = pc.list_flatten(col)
-    if values.null_count:
-        raise UserError(f"{source}: --embedding-field {field} holds null values inside embeddings")
-    emb = values.to_numpy(zero_copy_only=False).astype(np.float32, copy=False).reshape(-1, dim)
-    finite = np.isfinite(emb).all(axis=1)
-    if not finite.all():
-        raise UserError(f"{source}: --embedding-field {field} holds NaN or inf in row {int(np.argmin(finite))}; "
-                        "fix the embeddings")
-    return emb

@@ -1,13 +1,16 @@
 """Numba kernels of the tree package: initial codes, attribute modes, beam search, layer sampling.
 
 Each kernel is checked against a plain NumPy/Python reference in ``tests/test_tree_kernels.py``.
-The balanced k-means kernels live in ``rectool.tree.kmeans_kernels``.
+The balanced k-means kernels live in ``rectool.tree.kmeans_kernels``; the running top-k heap of
+``merge_topk`` is ``rectool.topk`` (shared with retrieval's exact search).
 """
 
 from __future__ import annotations
 
 import numba
 import numpy as np
+
+from rectool.topk import heap_offer, heap_sort
 
 
 @numba.njit(cache=True)
@@ -83,68 +86,10 @@ def segment_modes(values: np.ndarray, rank: np.ndarray, lo: np.ndarray, hi: np.n
 
 
 @numba.njit(cache=True, inline="always")
-def _worse(sa: float, na: int, sb: float, nb: int) -> bool:
-    """Whether candidate a ranks below candidate b: lower score, or equal score and larger node."""
-    return sa < sb or (sa == sb and na > nb)
-
-
-@numba.njit(cache=True)
-def _sift_down(hs: np.ndarray, hn: np.ndarray, size: int, i: int) -> None:
-    # min-heap on rank: the worst kept candidate sits at the top
-    while True:
-        left = 2 * i + 1
-        if left >= size:
-            return
-        w = left
-        right = left + 1
-        if right < size and _worse(hs[right], hn[right], hs[left], hn[left]):
-            w = right
-        if not _worse(hs[w], hn[w], hs[i], hn[i]):
-            return
-        hs[i], hs[w] = hs[w], hs[i]
-        hn[i], hn[w] = hn[w], hn[i]
-        i = w
-
-
-@numba.njit(cache=True)
-def _heap_push(hs: np.ndarray, hn: np.ndarray, size: int, k: int, s: float, node: int) -> int:
-    """Offer (s, node) to a heap holding the best ``k``; returns the new size."""
-    if s != s:  # NaN ranks last
-        s = -np.inf
-    if size < k:
-        i = size
-        hs[i], hn[i] = s, node
-        while i > 0:  # sift up
-            p = (i - 1) // 2
-            if not _worse(hs[i], hn[i], hs[p], hn[p]):
-                break
-            hs[i], hs[p] = hs[p], hs[i]
-            hn[i], hn[p] = hn[p], hn[i]
-            i = p
-        return size + 1
-    if _worse(hs[0], hn[0], s, node):
-        hs[0], hn[0] = s, node
-        _sift_down(hs, hn, size, 0)
-    return size
-
-
-@numba.njit(cache=True)
-def _heap_drain(hs: np.ndarray, hn: np.ndarray, size: int, out_s: np.ndarray, out_n: np.ndarray) -> None:
-    """Write the heap's candidates best first into ``out_s``/``out_n`` (padded with -inf / -1)."""
-    out_s[:] = -np.inf
-    out_n[:] = -1
-    while size > 0:
-        size -= 1
-        out_s[size], out_n[size] = hs[0], hn[0]
-        hs[0], hn[0] = hs[size], hn[size]
-        _sift_down(hs, hn, size, 0)
-
-
-@numba.njit(cache=True, inline="always")
 def _rank_key(value: float, bits: np.uint32, node: int) -> np.uint64:
     """(score, node) as one uint64 that orders like the rank: a higher score, then a smaller
     node, gives a larger key. ``bits`` are the float32 score's bits; NaN ranks as -inf and
-    -0.0 ties with 0.0, as in ``_heap_push``. Nodes must lie in [0, 2**32)."""
+    -0.0 ties with 0.0, as in the heap of ``rectool.topk``. Nodes must lie in [0, 2**32)."""
     if value != value:
         bits = np.uint32(0xFF800000)
     elif value == 0:
@@ -195,7 +140,8 @@ def _select_largest(keys: np.ndarray, m: int, k: int) -> None:
 
 
 def topk_segments(scores: np.ndarray, nodes: np.ndarray, offsets: np.ndarray, k: int, ordered: bool) -> tuple:
-    """Best ``k`` (score desc, node asc; NaN ranks as -inf) of each user's segment ``offsets[b]:offsets[b+1]``.
+    """Best ``k`` (score desc, node asc; NaN ranks as -inf, ``rectool.topk``'s rule) of each user's segment
+    ``offsets[b]:offsets[b+1]``.
 
     Nodes must be distinct within a segment and lie in [0, 2**32) (tree rows). ``ordered``
     sorts the k best, best first; otherwise they come in no particular order (enough to
@@ -235,7 +181,12 @@ def _topk_segments(scores: np.ndarray, nodes: np.ndarray, offsets: np.ndarray, k
 
 @numba.njit(cache=True)
 def merge_topk(best_n: np.ndarray, best_s: np.ndarray, chunk_nodes: np.ndarray, chunk_scores: np.ndarray) -> None:
-    """Fold a [users, C] block of scores for ``chunk_nodes`` into each user's running top-k, in place."""
+    """Fold a [users, C] block of scores for ``chunk_nodes`` into each user's running top-k, in place.
+
+    ``best_n``/``best_s`` hold each user's best so far, best first (node -1 / -inf after); the
+    heap is ``rectool.topk``'s, so the rank and the NaN rule are those of ``topk_segments``.
+    Best [[7 (.5), -1]], chunk nodes [8, 9] scored [[.9, nan]] -> [[8 (.9), 7 (.5)]].
+    """
     users, k = best_n.shape
     hs = np.empty(k, dtype=np.float64)
     hn = np.empty(k, dtype=np.int64)
@@ -243,10 +194,13 @@ def merge_topk(best_n: np.ndarray, best_s: np.ndarray, chunk_nodes: np.ndarray, 
         size = 0
         for j in range(k):
             if best_n[b, j] >= 0:
-                size = _heap_push(hs, hn, size, k, best_s[b, j], best_n[b, j])
+                size = heap_offer(hs, hn, size, k, best_s[b, j], best_n[b, j])
         for j in range(chunk_nodes.size):
-            size = _heap_push(hs, hn, size, k, chunk_scores[b, j], chunk_nodes[j])
-        _heap_drain(hs, hn, size, best_s[b], best_n[b])
+            size = heap_offer(hs, hn, size, k, chunk_scores[b, j], chunk_nodes[j])
+        heap_sort(hs, hn, size)
+        for j in range(k):
+            best_s[b, j] = hs[j] if j < size else -np.inf
+            best_n[b, j] = hn[j] if j < size else -1
 
 
 @numba.njit(cache=True, parallel=True)

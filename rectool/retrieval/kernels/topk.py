@@ -1,4 +1,4 @@
-"""Exact top-K: per-row min-heaps fed block by block, and exclusion filters."""
+"""Exact top-K: per-row min-heaps (``rectool.topk``) fed block by block, and exclusion filters."""
 
 from __future__ import annotations
 
@@ -6,36 +6,18 @@ import numpy as np
 from numba import njit, prange
 
 from rectool.retrieval.kernels.lists import contains_sorted
-
-
-@njit(cache=True)
-def _sift_down(heap_s: np.ndarray, heap_i: np.ndarray, n: int, pos: int) -> None:
-    """Restore the min-heap (by score; on ties the larger index is nearer the root) below ``pos``."""
-    while True:
-        left = 2 * pos + 1
-        if left >= n:
-            return
-        child = left
-        right = left + 1
-        if right < n and (heap_s[right] < heap_s[left] or
-                          (heap_s[right] == heap_s[left] and heap_i[right] > heap_i[left])):
-            child = right
-        if heap_s[child] < heap_s[pos] or (heap_s[child] == heap_s[pos] and heap_i[child] > heap_i[pos]):
-            heap_s[child], heap_s[pos] = heap_s[pos], heap_s[child]
-            heap_i[child], heap_i[pos] = heap_i[pos], heap_i[child]
-            pos = child
-        else:
-            return
+from rectool.topk import admits, heap_offer, heap_sort
 
 
 @njit(cache=True, parallel=True)
 def topk_update(scores: np.ndarray, col_offset: int, heap_s: np.ndarray, heap_i: np.ndarray, heap_n: np.ndarray,
                 excl_offsets: np.ndarray, excl_sorted: np.ndarray) -> None:
     """Fold a block of scores (rows = users, columns = items ``col_offset + j``) into
-    per-row min-heaps of size k, skipping each row's excluded columns and NaN.
+    per-row min-heaps of size k (``rectool.topk``), skipping each row's excluded columns.
 
-    On equal scores the smaller column wins, so the result is the exact top-k under
-    (score desc, column asc), whatever the blocking. Finish with ``heap_sorted``.
+    The exact top-k under (score desc, column asc), whatever the blocking; a NaN score ranks
+    as -inf (``rectool.topk``'s NaN rule). Finish with ``heap_sorted``. Scores [[.2, .9, .5]],
+    k 2, nothing excluded -> after ``heap_sorted`` columns [[1, 2]], scores [[.9, .5]].
     """
     k = heap_s.shape[1]
     for r in prange(scores.shape[0]):
@@ -45,47 +27,22 @@ def topk_update(scores: np.ndarray, col_offset: int, heap_s: np.ndarray, heap_i:
         hi = heap_i[r]
         for j in range(scores.shape[1]):
             s = scores[r, j]
-            if n == k and s <= hs[0]:
-                continue
-            if s != s:  # NaN passes the test above and never enters
-                continue
             col = col_offset + j
+            if not admits(hs, hi, n, k, s, col):
+                continue
             if excl.shape[0] > 0 and contains_sorted(excl, col):
                 continue
-            if n < k:  # sift up
-                pos = n
-                hs[pos] = s
-                hi[pos] = col
-                n += 1
-                while pos > 0:
-                    parent = (pos - 1) >> 1
-                    if hs[pos] < hs[parent] or (hs[pos] == hs[parent] and hi[pos] > hi[parent]):
-                        hs[pos], hs[parent] = hs[parent], hs[pos]
-                        hi[pos], hi[parent] = hi[parent], hi[pos]
-                        pos = parent
-                    else:
-                        break
-            else:
-                hs[0] = s
-                hi[0] = col
-                _sift_down(hs, hi, n, 0)
+            n = heap_offer(hs, hi, n, k, s, col)
         heap_n[r] = n
 
 
 @njit(cache=True)
 def heap_sorted(heap_s: np.ndarray, heap_i: np.ndarray, heap_n: np.ndarray) -> None:
-    """Sort each row's heap in place, best first (score desc, then column asc): heapsort, the
-    worst entry moved to the end each step. (It used two argsorts: loaded from numba's cache in
-    some processes, that version returned garbage indices; the heap is already half the work.)"""
+    """Sort each row's heap in place, best first (score desc, then column asc): ``rectool.topk.heap_sort``.
+    (It used two argsorts: loaded from numba's cache in some processes, that version returned
+    garbage indices; the heap is already half the work.)"""
     for r in range(heap_s.shape[0]):
-        hs = heap_s[r]
-        hi = heap_i[r]
-        end = heap_n[r]
-        while end > 1:
-            end -= 1
-            hs[0], hs[end] = hs[end], hs[0]
-            hi[0], hi[end] = hi[end], hi[0]
-            _sift_down(hs, hi, end, 0)
+        heap_sort(heap_s[r], heap_i[r], heap_n[r])
 
 
 @njit(cache=True)
