@@ -14,6 +14,7 @@ from typing import Annotated, Any, TypeVar, get_args
 import typer
 
 from rectool.errors import UserError
+from rectool.programs import DeviceChoice
 
 OutputOpt = Annotated[Path, typer.Option("--output", "-o", help="Directory to write (created atomically).")]
 OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace the output if it already exists.")]
@@ -73,13 +74,7 @@ def choices(name: str, literal: Any) -> type[Enum]:
     return Enum(name, {value: value for value in get_args(literal)}, type=str)  # type: ignore[return-value]
 
 
-class Device(str, Enum):
-    """Where torch runs: ``auto`` is CUDA when a GPU is present, else the CPU."""
-
-    auto = "auto"
-    cpu = "cpu"
-    cuda = "cuda"
-
+Device = choices("Device", DeviceChoice)  # where torch runs: auto is CUDA when a GPU is present, else the CPU
 
 DeviceOpt = Annotated[Device, typer.Option("--device", help="auto (CUDA when present), cpu or cuda.")]
 NprocOpt = Annotated[int, typer.Option("--nproc", min=1, help="Processes to split the rows over (launched with "

@@ -48,10 +48,10 @@ from pathlib import Path
 from typing import Literal
 
 import pyarrow as pa
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from rectool.errors import UserError
+from rectool.yamlconfig import read_yaml, validation_message
 
 EVENT_COLUMNS = ("user_id", "item_id", "category_id", "behavior", "time", "geohash")
 EVENTS_SCHEMA = pa.schema([
@@ -187,13 +187,8 @@ def load_format(name: str, schema_path: str | os.PathLike[str] | None = None) ->
 def load_spec_file(path: Path) -> FormatSpec:
     if not path.is_file():
         raise UserError(f"--schema {path}: no such file")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise UserError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from exc
+    raw = read_yaml(path)
     try:
         return FormatSpec.model_validate(raw)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        where = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        raise UserError(f"{path}: field {where}: {err['msg']}") from exc
+        raise UserError(validation_message(path, exc, FormatSpec, label="field ")) from exc

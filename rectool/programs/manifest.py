@@ -29,7 +29,6 @@ kind from the part's name and its description, so they still load.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Literal
 
@@ -80,9 +79,7 @@ class ExportManifest(BaseModel):
     def read(cls, export_dir: Path, flag: str = "--model") -> ExportManifest:
         """The manifest of ``export_dir``; a one-line error naming ``flag`` if it is no export."""
         export_dir = Path(export_dir)
-        check_kind(export_dir, "export", flag)
-        path = export_dir / "_meta.json"
-        meta = json.loads(path.read_text()) if path.is_file() else {}
+        meta = check_kind(export_dir, "export", flag) or {}  # the one read of _meta.json
         try:
             return cls.from_meta(meta)
         except ValidationError as exc:

@@ -22,15 +22,16 @@ Example (``examples/deepfm_tianchi.yaml`` is a complete, commented one)::
 from __future__ import annotations
 
 import difflib
+import fnmatch
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from rectool.badinput import QUOTE_LIMIT, printable, quote
 from rectool.errors import UserError
+from rectool.yamlconfig import read_yaml, validation_message
 
 
 class Strict(BaseModel):
@@ -131,6 +132,12 @@ class RawFeature(_EmbeddingOptions):
     def table_size(self) -> int:
         return len(self.boundaries or []) + 1
 
+    def columns(self, names: Sequence[str]) -> list[str]:
+        """The columns it reads: its ``input`` (or name), or every name of ``names`` matching ``match``."""
+        if self.match is None:
+            return [self.input or self.name]
+        return [n for n in names if fnmatch.fnmatchcase(n, self.match)]
+
 
 class CrossFeature(_EmbeddingOptions):
     """Hashed cross of two or more id columns."""
@@ -181,6 +188,8 @@ class MLPConfig(Strict):
 
 
 class _ModelBase(Strict):
+    needs_label: ClassVar[bool] = True  # learns from data.label (retrieval and pair models: from the target id)
+
     num_class: int = Field(default=1, ge=1, description="1: binary (BCE); >1: softmax over classes")
     deep: MLPConfig = Field(default_factory=MLPConfig)
 
@@ -238,6 +247,8 @@ class RetrievalLossConfig(Strict):
 
 
 class _RetrievalBase(Strict):
+    needs_label: ClassVar[bool] = False
+
     user_group: str = "user"
     item_group: str = "item"
     item_id: str = Field(default="item_id", description="the column that identifies the target item")
@@ -281,6 +292,8 @@ class MINDConfig(_RetrievalBase):
 
 
 class _CandidateBase(Strict):
+    needs_label: ClassVar[bool] = False
+
     candidate: str = Field(description="id feature whose column carries the candidate (item or tree node) id; "
                                        "its embedding is the attention query")
     history: str = Field(description="the user's item sequence feature (combiner none), sharing the candidate's "
@@ -429,53 +442,6 @@ class Config(Strict):
 # ----------------------------------------------------------------------------- loading
 
 
-def _format_error(path: Path, exc: ValidationError) -> str:
-    err = exc.errors()[0]
-    loc = [str(p) for p in err["loc"]]
-    # drop pydantic's union tags (e.g. "IdFeature") from the path
-    loc = [p for p in loc if not p[:1].isupper() and p not in ("function-after",)]
-    where = ".".join(loc) or "(top level)"
-    msg = err["msg"]
-    if err["type"] == "extra_forbidden":
-        msg = "unknown key"
-        parent = _model_at(loc[:-1])
-        if parent is not None:
-            allowed = sorted(parent.model_fields)
-            hint = difflib.get_close_matches(loc[-1], allowed, n=1)
-            msg += (f" (did you mean '{hint[0]}'?)" if hint else "") + f"; allowed: {', '.join(allowed)}"
-    elif err["type"] == "literal_error":
-        value = err.get("input")
-        shown = quote(value) if isinstance(value, str) else printable(repr(value), QUOTE_LIMIT)
-        msg = f"got {shown}; {msg[0].lower() + msg[1:]}"
-    elif err["type"] == "union_tag_invalid":
-        ctx = err.get("ctx", {})
-        msg = (f"{ctx.get('discriminator', 'type')} {ctx.get('tag')!r} is unknown; "
-               f"choose one of {ctx.get('expected_tags')}")
-    elif err["type"] == "missing":
-        msg = "required key is missing"
-    elif err["type"] == "value_error":
-        msg = msg.removeprefix("Value error, ")
-        if not loc:  # a check across sections names its own key
-            return f"{path}: {msg}"
-    return f"{path}: {where}: {msg}"
-
-
-def _model_at(loc: Sequence[str]) -> type[BaseModel] | None:
-    """The pydantic model class at a path of the config (for listing allowed keys)."""
-    model: Any = Config
-    for part in loc:
-        if part.isdigit() or model is None:
-            continue
-        field = getattr(model, "model_fields", {}).get(part)
-        if field is None:
-            return None
-        ann = field.annotation
-        model = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
-        if model is None:
-            return None
-    return model if isinstance(model, type) else None
-
-
 def apply_overrides(raw: dict, overrides: Sequence[str]) -> dict:
     """``["train.epochs=2", "features.0.embedding_dim=8"]`` applied to the raw YAML tree."""
     for item in overrides:
@@ -508,17 +474,14 @@ def load_config(path: str | Path, overrides: Sequence[str] = ()) -> Config:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"--config {path}: no such file")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise UserError(f"{path}: not valid YAML ({' '.join(str(exc).split())})") from exc
+    raw = read_yaml(path) or {}
     if not isinstance(raw, dict):
         raise UserError(f"{path}: the config must be a mapping of sections (data, features, model, ...)")
     raw = apply_overrides(raw, overrides)
     try:
         return Config.model_validate(raw)
     except ValidationError as exc:
-        raise UserError(_format_error(path, exc)) from exc
+        raise UserError(validation_message(path, exc, Config)) from exc
 
 
 def dump_config(cfg: Config) -> str:

@@ -31,7 +31,6 @@ from torch import nn
 from rectool.hashing import hash_strings, mix64_torch
 from rectool.programs.inputs import LEN_SUFFIX, InputSpec
 from rectool.train.config import Config, CrossFeature, IdFeature, RawFeature, SequenceFeature
-from rectool.train.schema import raw_columns
 
 _CROSS_PRIME = 1_000_003
 
@@ -201,7 +200,7 @@ class FeatureEngine(nn.Module):
             elif isinstance(f, CrossFeature):
                 self.transforms[f.name] = Cross(f.hash_bucket_size)
             elif isinstance(f, RawFeature):
-                self.raw_columns[f.name] = raw_columns(f, [c.name for c in spec.columns if c.kind == "float"])
+                self.raw_columns[f.name] = f.columns([c.name for c in spec.columns if c.kind == "float"])
                 a, b = (f.stats or {}).get("mean", (f.stats or {}).get("min", 0.0)), \
                     (f.stats or {}).get("std", (f.stats or {}).get("max", 1.0))
                 if f.stats is None and f.name in stats:

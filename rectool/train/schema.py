@@ -7,8 +7,6 @@ naming the feature, the column and what was found.
 
 from __future__ import annotations
 
-import fnmatch
-
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -42,7 +40,7 @@ def build_input_spec(cfg: Config, schema: pa.Schema, source: str) -> InputSpec:
 
     for f in cfg.features:
         if isinstance(f, RawFeature) and f.match is not None:
-            matched = raw_columns(f, schema.names)
+            matched = f.columns(schema.names)
             numeric = [c for c in matched if kind_of(schema.field(c).type) in ("int", "float")]
             if not numeric:
                 raise UserError(f"features.{f.name}: match '{f.match}' selects no numeric column of {source}")
@@ -75,10 +73,8 @@ def build_input_spec(cfg: Config, schema: pa.Schema, source: str) -> InputSpec:
             if kind not in ("int", "float"):
                 raise UserError(f"features.{f.name}: raw column '{col}' must be numeric (is {kind})")
             add(ColumnSpec(col, "float", default=f.default_value))
-    from rectool.train.models import MODELS
-
-    label = cfg.data.label if MODELS[cfg.model.type].needs_label else None
-    if MODELS[cfg.model.type].needs_label and (label is None or label not in schema.names):
+    label = cfg.data.label if cfg.model.needs_label else None
+    if cfg.model.needs_label and (label is None or label not in schema.names):
         raise UserError(f"data.label: column '{label}' is not in {source}; it has {', '.join(schema.names)}")
     weight = cfg.data.sample_weight
     if weight is not None and weight not in schema.names:
@@ -104,13 +100,6 @@ def check_id_ranges(spec: InputSpec, files: list[str], source: str = "data.train
     return rows
 
 
-def raw_columns(f: RawFeature, names: list[str]) -> list[str]:
-    """The columns a raw feature reads: its ``input`` (or name), or every numeric name matching ``match``."""
-    if f.match is None:
-        return [f.input or f.name]
-    return [n for n in names if fnmatch.fnmatchcase(n, f.match)]
-
-
 def normalizer_stats(cfg: Config, files: list[str]) -> dict[str, tuple[list[float], list[float]]]:
     """(mean, std) or (min, max) of raw features whose normaliser has no ``stats`` in the config,
     from the first ``STATS_ROWS`` training rows (deterministic, identical on every rank)."""
@@ -120,7 +109,7 @@ def normalizer_stats(cfg: Config, files: list[str]) -> dict[str, tuple[list[floa
         return {}
     schema_names = pq.read_schema(files[0]).names
     numeric = {n for n in schema_names if kind_of(pq.read_schema(files[0]).field(n).type) in ("int", "float")}
-    cols_of = {name: [c for c in raw_columns(f, schema_names) if f.match is None or c in numeric]
+    cols_of = {name: [c for c in f.columns(schema_names) if f.match is None or c in numeric]
                for name, f in wanted.items()}
     columns = sorted({c for cols in cols_of.values() for c in cols})
     parts, rows = [], 0

@@ -1,7 +1,7 @@
 """Models, one small file each naming its paper; ``build_model`` picks by ``model.type``.
 
 Ranking: wide_and_deep, deepfm, din, dcn_v2. Retrieval: two_tower (DSSM / YouTube-DNN), mind;
-pair scorers searched by tree or graph: tdm, nann.
+pair scorers searched by tree or graph (``pair``): tdm, nann.
 """
 
 from __future__ import annotations
@@ -9,11 +9,12 @@ from __future__ import annotations
 from rectool.programs.inputs import InputSpec
 from rectool.train.config import Config
 from rectool.train.models.base import Model
-from rectool.train.models.candidate import NANN, TDM
 from rectool.train.models.dcn_v2 import DCNv2
 from rectool.train.models.deepfm import DeepFM
 from rectool.train.models.din import DIN
 from rectool.train.models.mind import MIND
+from rectool.train.models.nann import NANN
+from rectool.train.models.tdm import TDM
 from rectool.train.models.two_tower import TwoTower
 from rectool.train.models.wide_and_deep import WideAndDeep
 

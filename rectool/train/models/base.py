@@ -85,12 +85,12 @@ class Model(nn.Module, abc.ABC):
     which are saved in checkpoints so that an export can rebuild the model without data.
     """
 
-    needs_label = True
     wide_groups: tuple[str, ...] = ()
 
     def __init__(self, cfg: Config, spec: InputSpec, stats: dict | None = None, sparse: bool = True,
                  extras: dict[str, np.ndarray] | None = None) -> None:
         super().__init__()
+        self.needs_label = cfg.model.needs_label  # a fact of the model's config class
         self.engine = FeatureEngine(cfg, spec, stats, wide_groups=self.wide_groups, sparse=sparse)
 
     @staticmethod

@@ -76,7 +76,7 @@ class AttentionPooling(nn.Module):
         return torch.bmm(w.unsqueeze(1), emb).squeeze(1)
 
 
-def _frequencies(files: list[str], column: str) -> tuple[np.ndarray, np.ndarray]:
+def item_frequencies(files: list[str], column: str) -> tuple[np.ndarray, np.ndarray]:
     """Sorted distinct values of ``column`` over the files and their counts."""
     ids, counts = [], []
     for f in files:
@@ -95,8 +95,6 @@ def _frequencies(files: list[str], column: str) -> tuple[np.ndarray, np.ndarray]
 
 class RetrievalModel(Model):
     """User tower and item tower trained with sampled softmax; subclasses define ``user_vectors``."""
-
-    needs_label = False
 
     def __init__(self, cfg: Config, spec: InputSpec, stats: dict | None = None, sparse: bool = True,
                  extras: dict[str, np.ndarray] | None = None) -> None:
@@ -137,7 +135,7 @@ class RetrievalModel(Model):
     @staticmethod
     def gather_extras(cfg: Config, files: list[str]) -> dict[str, np.ndarray]:
         m = cfg.model
-        ids, counts = _frequencies(files, m.item_id)
+        ids, counts = item_frequencies(files, m.item_id)
         extras = {"freq_ids": ids, "freq_counts": counts}
         neg = m.loss.negatives
         if neg.sampler != "none" and neg.count > 0:
