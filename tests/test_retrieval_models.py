@@ -157,7 +157,7 @@ def test_tdm_trains_on_tree_samples_and_exports_a_scorer(seqs, tmp_path, cli):
         assert torch.allclose(program(x), expected, atol=1e-5)
 
     # retrieve's callback packs flat (user, candidate) pairs into per-user rows: same scores as one by one
-    from rectool.retrieval import retrieve as rv
+    from rectool.retrieval import pair_scorer as rv
 
     scorer = rv.PairScorer(program, users, "item_id")
     user_index = np.array([0, 0, 0, 1, 1, 0, 1, 1, 1, 1, 1], dtype=np.int64)
