@@ -3,26 +3,32 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated
 
 import typer
 
 from rectool import console
-from rectool.cli.options import OutputOpt, OverwriteOpt, QuietOpt, SeedOpt, count_option
+from rectool.cli.options import OutputOpt, OverwriteOpt, QuietOpt, SeedOpt, choices, count_option
+from rectool.ingest.convert import BadRowMode
 from rectool.ingest.formats import FORMAT_NAMES
+from rectool.ingest.synth import Dataset, Layout
+
+DatasetChoice = choices("DatasetChoice", Dataset)
+LayoutChoice = choices("LayoutChoice", Layout)
+BadRowModeChoice = choices("BadRowModeChoice", BadRowMode)
 
 
 def synth(
     output: OutputOpt,
-    dataset: Annotated[str, typer.Option(help="tianchi (next-day purchase task) or userbehavior (retrieval).")]
-    = "tianchi",
+    dataset: Annotated[DatasetChoice, typer.Option(help="tianchi (next-day purchase task) or userbehavior "
+                                                        "(retrieval).")] = DatasetChoice("tianchi"),
     users: Annotated[int | None, count_option(help="Users [tianchi 3000, userbehavior 10000].")] = None,
     items: Annotated[int | None, count_option(help="Items [tianchi 300000, userbehavior 100000].")] = None,
     categories: Annotated[int | None, count_option(help="Categories [tianchi 2000, userbehavior 1000].")] = None,
     rows: Annotated[int | None, count_option(help="Approximate log rows [1165 per user / 101 per user].")] = None,
     days: Annotated[int | None, count_option(help="Days of log [31 from 2014-11-18 / 9 from 2017-11-25].")] = None,
-    layout: Annotated[str, typer.Option(help="Tianchi layouts: offline (CSV+header), online (TSV parts A/B), "
-                                              "or both.")] = "both",
+    layout: Annotated[LayoutChoice, typer.Option(help="Tianchi layouts: offline (CSV+header), online (TSV parts "
+                                                      "A/B), or both.")] = LayoutChoice("both"),
     seed: SeedOpt = 2014,
     overwrite: OverwriteOpt = False,
     quiet: QuietOpt = False,
@@ -31,22 +37,16 @@ def synth(
 
     Full Tianchi scale: --users 20000 --items 4758484 --categories 9557 --rows 23291027.
     """
-    from rectool.errors import UserError
     from rectool.ingest.synth import synth_tianchi, synth_userbehavior
 
     console.set_quiet(quiet)
-    if layout not in ("offline", "online", "both"):
-        raise UserError(f"--layout {layout}: choose offline, online or both")
     sizes = {k: v for k, v in dict(users=users, items=items, categories=categories, rows=rows, days=days).items()
              if v is not None}
-    if dataset == "tianchi":
-        counts = synth_tianchi(output, seed=seed, layout=layout, overwrite=overwrite,  # type: ignore[arg-type]
-                               **sizes)
-    elif dataset == "userbehavior":
-        counts = synth_userbehavior(output, seed=seed, overwrite=overwrite, **sizes)
+    if dataset.value == "tianchi":
+        counts = synth_tianchi(output, seed=seed, layout=layout.value, overwrite=overwrite, **sizes)
     else:
-        raise UserError(f"--dataset {dataset}: choose tianchi or userbehavior")
-    console.summary(f"synth {dataset}", {"output": str(output), **counts})
+        counts = synth_userbehavior(output, seed=seed, overwrite=overwrite, **sizes)
+    console.summary(f"synth {dataset.value}", {"output": str(output), **counts})
     console.emit_path(output)
 
 
@@ -57,8 +57,8 @@ def convert(
     format: Annotated[str, typer.Option("--format", "-f", help=f"One of {', '.join(FORMAT_NAMES)}.")]
     = "tianchi-user",
     schema: Annotated[Path | None, typer.Option(help="YAML column spec for --format generic.")] = None,
-    on_bad_rows: Annotated[str, typer.Option(help="error: stop at the first bad row; skip: drop and count them.")]
-    = "error",
+    on_bad_rows: Annotated[BadRowModeChoice, typer.Option(help="error: stop at the first bad row; skip: drop and "
+                                                               "count them.")] = BadRowModeChoice("error"),
     behavior: Annotated[int | None, typer.Option(help="Behaviour (1-4) of every row, for layouts without one "
                                                       "(user-lines, pairs, movielens).")] = None,
     overwrite: OverwriteOpt = False,
@@ -68,8 +68,7 @@ def convert(
     from rectool.ingest.convert import convert as run_convert
 
     console.set_quiet(quiet)
-    mode: Literal["error", "skip"] = on_bad_rows  # type: ignore[assignment]
-    result = run_convert(inputs, output, fmt=format, schema=schema, on_bad_rows=mode, overwrite=overwrite,
+    result = run_convert(inputs, output, fmt=format, schema=schema, on_bad_rows=on_bad_rows.value, overwrite=overwrite,
                          behavior=behavior)
     console.summary(f"convert {format}", result)
     console.emit_path(output)

@@ -2,15 +2,28 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, get_args
 
 import typer
 
 from rectool import console
-from rectool.cli.options import OutputOpt, OverwriteOpt, QuietOpt, SeedOpt, count_option
+from rectool.cli.options import OutputOpt, OverwriteOpt, QuietOpt, SeedOpt, choices, count_option, parse_list
 from rectool.errors import UserError
+from rectool.ranking.common import parse_day
+from rectool.ranking.dataset import Task
+from rectool.ranking.samples import Split, SplitName
+from rectool.ranking.submit import Format
+from rectool.retrieval.sequences import Protocol, Targets
+
+TaskChoice = choices("TaskChoice", Task)
+SplitChoice = choices("SplitChoice", Split)
+ProtocolChoice = choices("ProtocolChoice", Protocol)
+TargetsChoice = choices("TargetsChoice", Targets)
+SplitNameChoice = choices("SplitNameChoice", SplitName)
+FormatChoice = choices("FormatChoice", Format)
 
 EventsOpt = Annotated[Path, typer.Option("--events", help="Events dataset written by `rectool convert`.")]
 ItemsOpt = Annotated[Path | None, typer.Option("--items", help="Item subset P: items dataset from `rectool convert "
@@ -43,13 +56,13 @@ def features(
     quiet: QuietOpt = False,
 ) -> None:
     """Behaviour features per cut-off day (user, item, category, user x item, user x category), in DuckDB."""
-    from rectool.ranking.common import parse_days
-    from rectool.ranking.features import build_features, parse_windows
+    from rectool.ranking.features import build_features, window
 
     console.set_quiet(quiet)
-    result = build_features(events, output, cutoffs=parse_days(cutoffs, "--cutoffs") if cutoffs else None,
-                            items=items, windows=parse_windows(windows), pair_days=pair_days, last_n=last_n,
-                            threads=threads, memory_limit=memory_limit, temp_dir=temp_dir, overwrite=overwrite)
+    result = build_features(events, output, cutoffs=_days(cutoffs, "--cutoffs"), items=items,
+                            windows=parse_list(windows, "--windows", window, "a window"), pair_days=pair_days,
+                            last_n=last_n, threads=threads, memory_limit=memory_limit, temp_dir=temp_dir,
+                            overwrite=overwrite)
     console.summary("features", result)
     console.emit_path(output)
 
@@ -61,9 +74,9 @@ def dataset(
     output: OutputOpt,
     features: Annotated[Path | None, typer.Option("--features", help="ranking: feature tables written by "
                                                                      "`rectool features`.")] = None,
-    task: Annotated[str, typer.Option("--task", help="ranking: (user, item) candidates with purchase labels; "
-                                                     "next-item: history -> next item, with test inputs and truth.")]
-    = "ranking",
+    task: Annotated[TaskChoice, typer.Option("--task", help="ranking: (user, item) candidates with purchase labels; "
+                                                            "next-item: history -> next item, with test inputs and "
+                                                            "truth.")] = TaskChoice("ranking"),
     items: ItemsOpt = None,
     label_days: Annotated[str | None, typer.Option("--label-days", help="ranking: labelled days YYYY-MM-DD, "
                                                                         "comma-separated [the last two days of "
@@ -74,14 +87,17 @@ def dataset(
                                                                          "action in the K days before the day.")] = 3,
     neg_ratio: Annotated[float, typer.Option("--neg-ratio", help="ranking: keep about R negatives per positive in "
                                                                  "train (0 keeps all).")] = 0.0,
-    split: Annotated[str, typer.Option("--split", help="ranking: last-day (last label day is eval) or user-hash "
-                                                       "(a hashed share of users is eval).")] = "last-day",
+    split: Annotated[SplitChoice, typer.Option("--split", help="ranking: last-day (last label day is eval) or "
+                                                               "user-hash (a hashed share of users is eval).")]
+    = SplitChoice("last-day"),
     eval_fraction: Annotated[float, typer.Option("--eval-fraction", help="ranking: share of users in eval "
                                                                          "(user-hash).")] = 0.2,
     sequences: Annotated[bool, typer.Option("--sequences/--no-sequences", help="ranking: include the per-user last "
                                                                                "items and categories lists.")] = True,
-    protocol: Annotated[str, typer.Option("--protocol", help="next-item: user-split (TDM/JTM), leave-one-out, or "
-                                                             "given (with --test-events).")] = "user-split",
+    protocol: Annotated[ProtocolChoice, typer.Option("--protocol", help="next-item: user-split (TDM/JTM), "
+                                                                        "leave-one-out, or given (with "
+                                                                        "--test-events).")]
+    = ProtocolChoice("user-split"),
     test_events: Annotated[str | None, typer.Option("--test-events", help="next-item, protocol given: the test "
                                                                           "interactions (events dataset).")] = None,
     min_behaviors: Annotated[int, count_option("--min-behaviors", help="next-item: users with fewer behaviours "
@@ -92,8 +108,9 @@ def dataset(
     = 10_000,
     max_history: Annotated[int, count_option("--max-history", help="next-item: history length kept (most recent "
                                                                    "last).")] = 50,
-    targets: Annotated[str, typer.Option("--targets", help="next-item: all (every position is a target), last, or "
-                                                           "set (each item against the user's other items).")] = "all",
+    targets: Annotated[TargetsChoice, typer.Option("--targets", help="next-item: all (every position is a target), "
+                                                                     "last, or set (each item against the user's "
+                                                                     "other items).")] = TargetsChoice("all"),
     behaviors: Annotated[str | None, typer.Option("--behaviors", help="next-item: keep only these behaviours "
                                                                       "(1-4, comma-separated).")] = None,
     exclude_behaviors: Annotated[str | None, typer.Option(
@@ -115,15 +132,13 @@ def dataset(
 ) -> None:
     """Samples for a task: ranking (candidates, labels, features) or next-item (sequences, test inputs, truth)."""
     console.set_quiet(quiet)
-    _refuse_other_task_flags(ctx, task)
-    if task == "next-item":
+    _refuse_other_task_flags(ctx, task.value)
+    if task.value == "next-item":
         from rectool.retrieval.sequences import build_next_item
 
-        if targets not in ("all", "last", "set"):
-            raise UserError(f"--targets {targets}: choose all, last or set")
-        result = build_next_item([str(e) for e in events], output, protocol=protocol, test_events=test_events,  # type: ignore
+        result = build_next_item([str(e) for e in events], output, protocol=protocol.value, test_events=test_events,
                                  min_behaviors=min_behaviors, n_test=n_test, n_valid=n_valid, max_history=max_history,
-                                 targets=targets, behaviors=_ints(behaviors, "--behaviors"),  # type: ignore
+                                 targets=targets.value, behaviors=_ints(behaviors, "--behaviors"),
                                  exclude_behaviors=_ints(exclude_behaviors, "--exclude-behaviors"),
                                  target_behaviors=_ints(target_behaviors, "--target-behaviors"),
                                  target_in_history=target_in_history, seed=seed,
@@ -131,32 +146,25 @@ def dataset(
         console.summary("dataset (next-item)", result)
         console.emit_path(output)
         return
-    from rectool.ranking.common import parse_day, parse_days
     from rectool.ranking.dataset import build_dataset
 
-    if task != "ranking":
-        raise UserError(f"--task {task}: choose ranking or next-item")
     if features is None:
         raise UserError("--features is required for --task ranking (the output of rectool features)")
-    if split not in ("last-day", "user-hash"):
-        raise UserError(f"--split {split}: choose last-day or user-hash")
     if len(events) != 1:
         raise UserError(f"--events given {len(events)} times: --task ranking reads one events dataset (convert "
                         "several raw files into one with a single `rectool convert`)")
     target = "default" if predict_day is None else (None if predict_day.strip().lower() == "none"
                                                     else parse_day(predict_day, "--predict-day"))
-    result = build_dataset(events[0], features, output,
-                           label_days=parse_days(label_days, "--label-days") if label_days else None,
+    result = build_dataset(events[0], features, output, label_days=_days(label_days, "--label-days"),
                            predict_day=target, items=items, candidate_days=candidate_days, neg_ratio=neg_ratio,
-                           split=split, eval_fraction=eval_fraction, seed=seed,  # type: ignore[arg-type]
-                           sequences=sequences, threads=threads, memory_limit=memory_limit, temp_dir=temp_dir,
-                           overwrite=overwrite)
-    console.summary(f"dataset ({task})", result)
+                           split=split.value, eval_fraction=eval_fraction, seed=seed, sequences=sequences,
+                           threads=threads, memory_limit=memory_limit, temp_dir=temp_dir, overwrite=overwrite)
+    console.summary(f"dataset ({task.value})", result)
     console.emit_path(output)
 
 
 # dataset flags that only one --task reads: given with the other task, they are refused rather than ignored
-_TASK_FLAGS = {
+_TASK_FLAGS: dict[Task, tuple[str, ...]] = {
     "ranking": ("features", "items", "label_days", "predict_day", "candidate_days", "neg_ratio", "split",
                 "eval_fraction", "sequences"),
     "next-item": ("protocol", "test_events", "min_behaviors", "n_test", "n_valid", "max_history", "targets",
@@ -175,17 +183,19 @@ def _refuse_other_task_flags(ctx: typer.Context, task: str) -> None:
                                 f"--task {task} does not read it")
 
 
-def _ints(text: str | None, flag: str) -> list[int] | None:
+def _ints(text: str | None, flag: str) -> list[int]:
+    """``--behaviors 1,4`` -> ``[1, 4]``; not given -> ``[]`` (every behaviour)."""
+    return parse_list(text, flag, int, "an integer")
+
+
+def _days(text: str | None, flag: str) -> list[dt.date] | None:
+    """``--cutoffs`` / ``--label-days``: None when not given (the stage's default days), else at least one."""
     if not text:
         return None
-    try:
-        return [int(x) for x in text.split(",") if x.strip()]
-    except ValueError as exc:
-        raise UserError(f"{flag} {text}: give integers separated by commas") from exc
-
-
-RANKING_RULES = ("cart-last-day", "weighted-recency")
-RETRIEVAL_RULES = ("popularity", "item-cf")
+    days = parse_list(text, flag, lambda part: parse_day(part, flag), "a day")
+    if not days:
+        raise UserError(f"{flag}: no day given; write days as YYYY-MM-DD separated by commas")
+    return days
 
 
 def baseline(
@@ -197,8 +207,9 @@ def baseline(
     samples: Annotated[Path | None, typer.Option("--samples", help="ranking: a split of `rectool dataset` (e.g. "
                                                                    "OUT/predict), or the dataset folder with "
                                                                    "--split.")] = None,
-    split: Annotated[str | None, typer.Option("--split", help="ranking: train, eval or predict, when --samples is "
-                                                              "the dataset folder [predict].")] = None,
+    split: Annotated[SplitNameChoice | None, typer.Option("--split", help="ranking: train, eval or predict, when "
+                                                                          "--samples is the dataset folder "
+                                                                          "[predict].")] = None,
     train: Annotated[Path | None, typer.Option("--train", help="retrieval: training interactions (events, or a "
                                                                "table user_id + item_id / item_ids).")] = None,
     history: Annotated[Path | None, typer.Option("--history", help="retrieval: each query user's items (e.g. "
@@ -217,10 +228,15 @@ def baseline(
     quiet: QuietOpt = False,
 ) -> None:
     """Floors every model must beat: ranking rules (prediction schema) or retrieval baselines (recall format)."""
+    from rectool.ranking.baseline import RULES, run_baseline
+
     console.set_quiet(quiet)
-    if rule in RETRIEVAL_RULES:
+    if rule not in RULES:  # the ranking rules' registry, then the retrieval baselines' Literal
+        from rectool.retrieval.baselines import Method
         from rectool.retrieval.baselines import run_baseline as run_retrieval
 
+        if rule not in get_args(Method):
+            raise UserError(f"--rule {rule}: choose one of {', '.join([*RULES, *get_args(Method)])}")
         if train is None:
             raise UserError(f"--rule {rule} needs --train (the training interactions)")
         result = run_retrieval(rule, train, output, history=history, users=users,  # type: ignore[arg-type]
@@ -229,13 +245,9 @@ def baseline(
         console.summary(f"baseline {rule}", result)
         console.emit_path(output)
         return
-    if rule not in RANKING_RULES:
-        raise UserError(f"--rule {rule}: choose one of {', '.join(RANKING_RULES + RETRIEVAL_RULES)}")
     if samples is None:
         raise UserError(f"--rule {rule} needs --samples (a split of rectool dataset)")
-    from rectool.ranking.baseline import run_baseline
-
-    result = run_baseline(samples, output, rule, split=split, overwrite=overwrite)
+    result = run_baseline(samples, output, rule, split=split.value if split else None, overwrite=overwrite)
     console.summary("baseline", result)
     if os.fspath(output) != "-":
         console.emit_path(output)
@@ -261,12 +273,13 @@ def eval_f1(
     quiet: QuietOpt = False,
 ) -> None:
     """The competition's F1 over a top-K x threshold (x per-user cap) scan."""
-    from rectool.ranking.f1 import best_settings, parse_caps, parse_floats, parse_topks
+    from rectool.ranking.f1 import CAP_EXPECTED, THRESHOLD_EXPECTED, TOPK_EXPECTED, best_settings, cap, threshold, topk
     from rectool.ranking.f1 import eval_f1 as run_eval
 
     console.set_quiet(quiet)
-    topks, thresholds = parse_topks(topk_list), parse_floats(threshold_list, "--threshold-list")
-    caps = parse_caps(max_per_user)
+    topks = None if topk_list.strip().lower() == "auto" else parse_list(topk_list, "--topk-list", topk, TOPK_EXPECTED)
+    thresholds = parse_list(threshold_list, "--threshold-list", threshold, THRESHOLD_EXPECTED) or [None]
+    caps = parse_list(max_per_user, "--max-per-user", cap, CAP_EXPECTED)
     if settings_from is not None:
         best = best_settings(settings_from)
         topks, thresholds, caps = [best["topk"]], [best["threshold"]], [best["max_entries_per_user"]]
@@ -286,8 +299,8 @@ def submit(
     topk: Annotated[int | None, count_option("--topk", help="Keep the K best pairs overall.")] = None,
     max_entries_per_user: Annotated[int | None, count_option("--max-entries-per-user", help="Keep each user's N "
                                                                                            "best pairs.")] = None,
-    format: Annotated[str, typer.Option("--format", help="tsv (no header) or csv (header user_id,item_id).")]
-    = "tsv",
+    format: Annotated[FormatChoice, typer.Option("--format", help="tsv (no header) or csv (header "
+                                                                   "user_id,item_id).")] = FormatChoice("tsv"),
     settings_from: Annotated[Path | None, typer.Option(
         "--settings-from", help="An eval-f1 output: take top-K, threshold and per-user cap from its best row.")]
     = None,
@@ -299,7 +312,7 @@ def submit(
 
     console.set_quiet(quiet)
     result = run_submit(pred_path, item_subset_path, output, threshold=threshold, topk=topk,
-                        max_entries_per_user=max_entries_per_user, fmt=format, overwrite=overwrite,  # type: ignore
+                        max_entries_per_user=max_entries_per_user, fmt=format.value, overwrite=overwrite,
                         settings_from=settings_from)
     console.summary("submit", result)
     console.emit_path(output)

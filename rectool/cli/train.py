@@ -10,15 +10,20 @@ from typing import Annotated
 import typer
 
 from rectool import console
-from rectool.cli.options import Device, DeviceOpt, NprocOpt, OverwriteOpt, QuietOpt, count_option, run_sharded
+from rectool.cli.options import (
+    Device,
+    DeviceOpt,
+    NprocOpt,
+    OverwriteOpt,
+    QuietOpt,
+    comma_list,
+    count_option,
+    run_sharded,
+)
 
 ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="Training config (YAML).")]
 SetOpt = Annotated[list[str] | None, typer.Option("--set", help="Override a config value: KEY.PATH=VALUE "
                                                                 "(repeatable).")]
-
-
-def _split(values: list[str] | None) -> list[str]:
-    return [v.strip() for item in values or [] for v in item.split(",") if v.strip()]
 
 
 def train(
@@ -159,8 +164,8 @@ def predict(
 
     console.set_quiet(quiet)
     run_sharded("predict", nproc)
-    reserved = _split(reserved_columns) or ["user_id", "item_id"]
-    outputs = _split(output_columns) or ["score"]
+    reserved = comma_list(reserved_columns) or ["user_id", "item_id"]
+    outputs = comma_list(output_columns) or ["score"]
     with worker_guard():
         summary = run_predict(model, input, output, reserved, outputs, batch_size, overwrite, device.value)
     if console.rank() == 0:
@@ -191,8 +196,8 @@ def embed(
     console.set_quiet(quiet)
     run_sharded("embed", nproc)
     with worker_guard():
-        summary = run_embed(model, items, output, id_column, _split(reserved_columns), batch_size, program, overwrite,
-                            device.value)
+        summary = run_embed(model, items, output, id_column, comma_list(reserved_columns), batch_size, program,
+                            overwrite, device.value)
     if console.rank() == 0:
         console.summary("embed", summary)
         console.emit_path(output)

@@ -15,7 +15,9 @@ Outputs
     Both carry ``_meta.json`` (rows per day, bad rows and their first examples).
 
 Memory stays flat however large the input: files are read in blocks by Arrow's
-streaming CSV reader (parsing on all cores) and written by ``pyarrow.dataset``.
+streaming CSV reader (parsing on all cores), each block is brought to the output schema by
+``rectool.ingest.normalise`` and written by ``pyarrow.dataset``; the line layouts
+(``user-lines``, ``pairs``) are read by ``rectool.ingest.lines``.
 
 Bad rows
     ``error`` (default) stops at the first bad row with ``file:line: reason: text``;
@@ -33,11 +35,10 @@ from __future__ import annotations
 import gzip
 import itertools
 import os
-import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal, get_args
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -48,22 +49,16 @@ from rectool.artifacts import PartitionedWriter, PartWriter, atomic_dir, expand_
 from rectool.badinput import quote
 from rectool.errors import UserError
 from rectool.faults import fault_point
-from rectool.ingest.formats import (
-    BEHAVIOR_NAMES,
-    BUILTIN_FORMATS,
-    EVENTS_SCHEMA,
-    ITEMS_SCHEMA,
-    FormatSpec,
-    load_format,
-)
-from rectool.ingest.lines import LINE_FORMATS, read_line_format
+from rectool.ingest.formats import BUILTIN_FORMATS, ITEMS_SCHEMA, FormatSpec, load_format
+from rectool.ingest.normalise import INT, Normalised, arrow_read_types, as_plain, normalise, order_columns
+
+if TYPE_CHECKING:
+    from rectool.ingest.lines import LineFormat
 
 BadRowMode = Literal["error", "skip"]
 MAX_EXAMPLES = 5
 BLOCK_SIZE = 2 << 20
 BOM = "\ufeff"
-_INT = re.compile(r"^\s*-?\d+\s*$")
-_FLOAT = r"^\s*[-+]?(\d+\.?\d*([eE][-+]?\d+)?|\.\d+([eE][-+]?\d+)?|nan|NaN|inf|-inf)\s*$"
 
 
 # ----------------------------------------------------------------------------- input files
@@ -125,7 +120,7 @@ def sniff(path: Path, spec: FormatSpec, fmt_name: str) -> RawFile:
     fields = line.split(delim)
     expected = [c.name for c in spec.columns]
     looks_like_header = fields[0].strip().lower() == expected[0] or (
-        bool(fields[0].strip()) and not _INT.match(fields[0]) and all(not _INT.match(f) for f in fields))
+        bool(fields[0].strip()) and not INT.match(fields[0]) and all(not INT.match(f) for f in fields))
     header = looks_like_header if spec.header == "auto" else bool(spec.header)
     if header and [f.strip().lower() for f in fields] != expected:
         raise UserError(f"{path}: line 1 has header columns {quote(line)} but --format {fmt_name} expects "
@@ -184,169 +179,6 @@ def _first_bad_row(raw: RawFile, spec: FormatSpec) -> dict | None:
     return min(located, key=lambda ex: ex["line"] or 0) if located else None
 
 
-# ----------------------------------------------------------------------------- normalisation
-
-
-def _arrow_read_types(spec: FormatSpec, typed: bool) -> dict[str, pa.DataType]:
-    """Column types for Arrow's reader: typed (fast path) or all strings (skip mode)."""
-    types: dict[str, pa.DataType] = {}
-    for c in spec.columns:
-        few_values = c.type == "behavior" or (c.type == "timestamp" and c.format and "%M" not in c.format
-                                              and "%S" not in c.format and not c.format.startswith("unix"))
-        if c.type == "behavior_code" and typed:
-            types[c.name] = pa.int8()
-        elif few_values or c.type == "behavior_code":
-            types[c.name] = pa.dictionary(pa.int32(), pa.string())  # parse the few distinct values once
-        elif typed and c.type in ("int64", "int32", "float64", "float32"):
-            types[c.name] = {"int64": pa.int64(), "int32": pa.int32(), "float64": pa.float64(),
-                             "float32": pa.float32()}[c.type]
-        elif typed and c.type == "timestamp" and c.format in ("unix_s", "unix_ms"):
-            types[c.name] = pa.int64()
-        else:
-            types[c.name] = pa.string()
-    return types
-
-
-def _behavior_codes(values: pa.Array) -> pa.Array:
-    """Map the distinct raw behaviour values ('1'..'4' or pv/fav/cart/buy) to codes, 0 if unknown."""
-    codes = []
-    for v in values.to_pylist():
-        s = (v or "").strip().lower()
-        if s in ("1", "2", "3", "4"):
-            codes.append(int(s))
-        else:
-            codes.append(BEHAVIOR_NAMES.get(s, 0))
-    return pa.array(codes, pa.int8())
-
-
-def _as_plain(arr: pa.Array) -> pa.Array:
-    return arr.dictionary_decode() if pa.types.is_dictionary(arr.type) else arr
-
-
-_STRING_TYPES = {"int64": pa.int64(), "int32": pa.int32(), "float64": pa.float64(), "float32": pa.float32(),
-                 "unix": pa.int64()}
-
-
-def _convert_strings(arr: pa.Array, kind: str) -> tuple[pa.Array, pa.Array]:
-    """(typed array, valid mask) from a string column (skip mode): bad numbers become invalid.
-
-    The checks match what the typed reader of error mode accepts: integers (unix times too, which
-    it reads as int64) that fit their type; ``1e23`` or ``99999999999999999999`` as an id is a bad row.
-    """
-    arr = _as_plain(arr)
-    pattern = _INT.pattern if kind.startswith("int") or kind == "unix" else _FLOAT
-    ok = pc.fill_null(pc.match_substring_regex(arr, pattern), False)
-    empty = pc.fill_null(pc.equal(pc.utf8_trim_whitespace(arr), ""), True)
-    cleaned = pc.if_else(ok, pc.utf8_trim_whitespace(arr), pa.scalar(None, pa.string()))
-    target = _STRING_TYPES[kind]
-    try:
-        typed = pc.cast(cleaned, target)
-    except pa.ArrowInvalid:  # an integer the type cannot hold: find those values one by one (bad rows only)
-        fits = [v is None or _fits(v, target) for v in cleaned.to_pylist()]
-        ok = pc.and_(ok, pa.array(fits))
-        typed = pc.cast(pc.if_else(ok, cleaned, pa.scalar(None, pa.string())), target)
-    return typed, pc.or_(ok, empty)
-
-
-def _fits(text: str, target: pa.DataType) -> bool:
-    try:
-        pc.cast(pa.array([text]), target)
-    except pa.ArrowInvalid:
-        return False
-    return True
-
-
-@dataclass
-class Normalised:
-    table: pa.Table
-    bad: pa.Array | None                # boolean mask over the input batch, or None
-    reasons: list[tuple[pa.Array, str]]  # (mask, reason) pairs to explain bad rows
-
-
-def normalise(batch: pa.RecordBatch, spec: FormatSpec, typed: bool, offset_s: int) -> Normalised:
-    """One raw batch -> the output schema (+ ``dt`` partition for timed events)."""
-    out: dict[str, pa.Array] = {}
-    reasons: list[tuple[pa.Array, str]] = []
-    n = batch.num_rows
-    for c in spec.columns:
-        arr = batch.column(c.name)
-        name = spec.output_name(c.name)
-        if c.type in ("behavior", "behavior_code"):
-            if pa.types.is_dictionary(arr.type):
-                codes = pc.take(_behavior_codes(arr.dictionary), arr.indices)
-            else:  # already int8 codes: anything outside 1-4 is bad
-                codes = pc.if_else(pc.and_(pc.greater_equal(arr, 1), pc.less_equal(arr, 4)), arr,
-                                   pa.scalar(0, pa.int8()))
-            bad = pc.fill_null(pc.equal(codes, 0), True)
-            reasons.append((bad, f"{c.name} is not one of 1-4 or pv/fav/cart/buy"))
-            out[name] = codes
-        elif c.type == "timestamp":
-            if c.format in ("unix_s", "unix_ms"):
-                if typed:
-                    secs, ok = arr, pa.array([True] * n)
-                else:
-                    secs, ok = _convert_strings(arr, "unix")
-                    reasons.append((pc.invert(ok), f"{c.name} is not a unix timestamp"))
-                if c.format == "unix_ms":
-                    secs = pc.divide(secs, 1000)
-                secs = pc.add(secs, offset_s)
-                out[name] = pc.cast(secs, pa.timestamp("s"))
-            else:
-                plain = arr
-                if pa.types.is_dictionary(arr.type):  # parse each distinct value once
-                    parsed = pc.strptime(arr.dictionary, format=c.format, unit="s", error_is_null=True)
-                    times = pc.take(parsed, arr.indices)
-                else:
-                    times = pc.strptime(plain, format=c.format, unit="s", error_is_null=True)
-                bad = pc.and_(pc.is_null(times), pc.is_valid(arr))
-                reasons.append((pc.fill_null(bad, False), f"{c.name} does not match format {c.format!r}"))
-                out[name] = times
-        elif c.type == "string":  # the reader already turned empty fields into nulls
-            out[name] = _as_plain(arr)
-        else:
-            if typed:
-                out[name] = arr
-            else:
-                typed_arr, ok = _convert_strings(arr, c.type)
-                reasons.append((pc.invert(ok), f"column {c.name} is not a number of type {c.type}"))
-                out[name] = typed_arr
-    # required fields: ids must be present
-    for required in ("user_id", "item_id") if spec.kind == "events" else ("item_id",):
-        reasons.append((pc.is_null(out[required]), f"{required} is empty"))
-    if spec.kind == "events":
-        if "time" in out:
-            reasons.append((pc.is_null(out["time"]), "time is empty"))
-        if "behavior" not in out:
-            out["behavior"] = pa.array([spec.behavior_default or 1] * n, pa.int8()) if n else pa.array([], pa.int8())
-        if "category_id" not in out:
-            out["category_id"] = pa.nulls(n, pa.int64())
-        if "geohash" not in out:
-            out["geohash"] = pa.nulls(n, pa.string())
-    else:
-        out.setdefault("category_id", pa.nulls(n, pa.int64()))
-        out.setdefault("geohash", pa.nulls(n, pa.string()))
-    bad_any = None
-    for mask, _ in reasons:
-        bad_any = mask if bad_any is None else pc.or_(bad_any, mask)
-    table = pa.table(out)
-    if bad_any is not None and pc.any(bad_any).as_py():
-        table = table.filter(pc.invert(bad_any))
-    else:
-        bad_any = None
-    return Normalised(table, bad_any, reasons)
-
-
-def _order_columns(table: pa.Table, spec: FormatSpec) -> pa.Table:
-    """Events schema first (cast to its types), extra generic columns after."""
-    if spec.kind != "events":
-        return table
-    cols = [table.column(f.name).cast(f.type) if f.name in table.column_names else pa.nulls(table.num_rows, f.type)
-            for f in EVENTS_SCHEMA if f.name != "time" or "time" in table.column_names]
-    names = [f.name for f in EVENTS_SCHEMA if f.name != "time" or "time" in table.column_names]
-    extra = [c for c in table.column_names if c not in names]
-    return pa.table(cols + [table.column(c) for c in extra], names=names + extra)
-
-
 def _day_labels(table: pa.Table) -> pa.DictionaryArray:
     """The ``dt`` partition of every row: a dictionary of day strings, formatted once per distinct day."""
     days = pc.dictionary_encode(pc.cast(table.column("time"), pa.date32())).combine_chunks()
@@ -369,7 +201,7 @@ class ConvertStats:
 def _batches(files: list[RawFile], spec: FormatSpec, mode: BadRowMode, stats: ConvertStats,
              bar: console._Bar | console._NullBar) -> Iterator[pa.Table]:
     typed = mode == "error"
-    col_types = _arrow_read_types(spec, typed)
+    col_types = arrow_read_types(spec, typed)
     offset_s = int(round(spec.utc_offset_hours * 3600))
     for raw in files:
         def on_invalid(row: pacsv.InvalidRow, raw: RawFile = raw) -> str:
@@ -399,7 +231,7 @@ def _batches(files: list[RawFile], spec: FormatSpec, mode: BadRowMode, stats: Co
                 if norm.bad is not None:
                     _handle_bad(norm, batch, raw, spec, mode, rows_before, stats)
                 rows_before += batch.num_rows
-                table = _order_columns(norm.table, spec)
+                table = order_columns(norm.table, spec)
                 stats.rows += table.num_rows
                 pos = source.tell()
                 bar.advance(pos - last_pos)
@@ -430,7 +262,7 @@ def _handle_bad(norm: Normalised, batch: pa.RecordBatch, raw: RawFile, spec: For
     bad_idx = pc.indices_nonzero(norm.bad).to_numpy()
     def text_of(i: int) -> str:
         return raw.delimiter.join("" if v is None else str(v)
-                                  for v in (_as_plain(batch.column(c.name))[int(i)].as_py() for c in spec.columns))
+                                  for v in (as_plain(batch.column(c.name))[int(i)].as_py() for c in spec.columns))
     def reason_of(i: int) -> str:
         return next((r for m, r in norm.reasons if m[int(i)].as_py()), "bad row")
     if mode == "error":
@@ -467,7 +299,9 @@ def convert(inputs: Sequence[str | os.PathLike[str]], output: str | os.PathLike[
 
     ``behavior`` (1-4) is the behaviour of every row for layouts without a behaviour column.
     """
-    if on_bad_rows not in ("error", "skip"):
+    from rectool.ingest.lines import LINE_FORMATS  # here: numba (its tokenizer) only when converting
+
+    if on_bad_rows not in get_args(BadRowMode):
         raise UserError(f"--on-bad-rows {on_bad_rows}: choose error or skip")
     if behavior is not None and behavior not in (1, 2, 3, 4):
         raise UserError(f"--behavior {behavior}: choose 1 (browse), 2 (collect), 3 (cart) or 4 (buy)")
@@ -488,7 +322,7 @@ def convert(inputs: Sequence[str | os.PathLike[str]], output: str | os.PathLike[
         if p.is_dir():
             raise UserError(f"input {p}: is a directory; give the raw files (a glob such as '{p}/*.csv' works)")
     if spec is None:
-        return _convert_lines(paths, output, fmt, on_bad_rows, overwrite, behavior or 1)
+        return _convert_lines(paths, output, fmt, on_bad_rows, overwrite, behavior or 1)  # type: ignore[arg-type]
     files = [sniff(p, spec, fmt) for p in paths]
     if all(f.size == 0 for f in files):  # nothing to convert: one line, not a warning per file then an error
         raise UserError(f"{files[0].path}: the file is empty{' (as are all inputs)' if len(files) > 1 else ''}; "
@@ -519,8 +353,10 @@ def convert(inputs: Sequence[str | os.PathLike[str]], output: str | os.PathLike[
     }
 
 
-def _convert_lines(paths: list[Path], output: str | os.PathLike[str], fmt: str, mode: BadRowMode, overwrite: bool,
-                   behavior: int) -> dict:
+def _convert_lines(paths: list[Path], output: str | os.PathLike[str], fmt: LineFormat, mode: BadRowMode,
+                   overwrite: bool, behavior: int) -> dict:
+    from rectool.ingest.lines import read_line_format
+
     stats = ConvertStats(bad=BadRows(mode))
 
     def stream(bar: console._Bar | console._NullBar) -> Iterator[pa.Table]:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Literal, get_args
 
 import numba
 import numpy as np
@@ -28,7 +29,8 @@ import pyarrow as pa
 
 BLOCK_BYTES = 8 << 20
 UTF8_BOM = b"\xef\xbb\xbf"
-LINE_FORMATS = ("user-lines", "pairs")
+LineFormat = Literal["user-lines", "pairs"]
+LINE_FORMATS = get_args(LineFormat)
 
 
 @numba.njit(cache=True)
@@ -105,7 +107,7 @@ def _blocks(path: Path, opener) -> Iterator[tuple[bytes, int]]:  # noqa: ANN001
         yield carry, first_line
 
 
-def read_line_format(path: Path, fmt: str, opener, behavior: int,  # noqa: ANN001
+def read_line_format(path: Path, fmt: LineFormat, opener, behavior: int,  # noqa: ANN001
                      on_bad) -> Iterator[pa.Table]:  # noqa: ANN001
     """Tables of (user_id, item_id, behavior, seq) from one file; ``on_bad(line_no, reason, text)``
     is called for each bad line (it raises in error mode)."""

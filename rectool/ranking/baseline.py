@@ -32,6 +32,7 @@ import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import get_args
 
 import numpy as np
 import pyarrow as pa
@@ -40,6 +41,7 @@ from rectool.artifacts import check_kind, open_dataset, require_columns
 from rectool.badinput import read_batches
 from rectool.errors import UserError
 from rectool.ranking.predictions import PRED_SCHEMA, write_predictions
+from rectool.ranking.samples import SplitName
 
 ScoreFn = Callable[[pa.Table], tuple[np.ndarray, np.ndarray]]
 
@@ -89,10 +91,10 @@ def _weighted_recency(t: pa.Table) -> tuple[np.ndarray, np.ndarray]:
     return score.astype(np.float32), np.ones(t.num_rows, dtype=bool)
 
 
-def resolve_samples(samples: str | os.PathLike[str], split: str | None) -> str:
+def resolve_samples(samples: str | os.PathLike[str], split: SplitName | None) -> str:
     """A dataset folder plus ``--split`` -> the split folder; a split folder or file as it is."""
     path = Path(os.fspath(samples))
-    if path.is_dir() and any((path / s).is_dir() for s in ("train", "eval", "predict")):
+    if path.is_dir() and any((path / s).is_dir() for s in get_args(SplitName)):
         name = split or "predict"
         if not (path / name).is_dir():
             raise UserError(f"--samples {samples}: has no {name}/ split; choose --split train, eval or predict")
@@ -118,7 +120,7 @@ def score_batches(samples: str, chosen: Rule) -> Iterator[pa.Table]:
 
 
 def run_baseline(samples: str | os.PathLike[str], output: str | os.PathLike[str], rule_name: str = "cart-last-day",
-                 split: str | None = None, overwrite: bool = False) -> dict:
+                 split: SplitName | None = None, overwrite: bool = False) -> dict:
     """Score a dataset split with a rule and write predictions; returns the summary figures."""
     if rule_name not in RULES:
         raise UserError(f"--rule {rule_name}: unknown; choose one of {', '.join(RULES)}")

@@ -47,25 +47,20 @@ import datetime as dt
 import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 import pyarrow as pa
 
 from rectool import console
 from rectool.artifacts import atomic_dir, check_kind
+from rectool.duck import Events, bound, day_param, duck_session, open_events
 from rectool.errors import UserError
-from rectool.ranking.common import (
-    Events,
-    bound,
-    day_param,
-    days_before,
-    duck_session,
-    open_events,
-    read_item_subset,
-)
+from rectool.ranking.common import days_before, read_item_subset
 from rectool.ranking.features import GROUPS, PREFIX, fill_value
 from rectool.ranking.samples import SampleWriter, Split, keep_negative
 
+# what `rectool dataset` builds: ranking samples (here) or next-item sequences (rectool.retrieval.sequences)
+Task = Literal["ranking", "next-item"]
 SEQUENCE_COLUMNS = ("last_items", "last_categories")
 BATCH_ROWS = 65_536
 CHUNK_ROWS = 400_000
@@ -159,7 +154,7 @@ def _stream(con: object, q: _DaySql, features: Path, meta: dict, labelled: bool,
 
 
 def _check_inputs(ev_first: dt.date, ev_last: dt.date, features: Path, meta: dict, label_days: Sequence[dt.date],
-                  predict_day: dt.date | None, k: int, items: str | None, split: str) -> None:
+                  predict_day: dt.date | None, k: int, items: str | None, split: Split) -> None:
     for d in label_days:
         if d > ev_last:
             raise UserError(f"--label-days {d}: the events end {ev_last}, so this day has no labels; "
@@ -192,7 +187,7 @@ def build_dataset(events: str | os.PathLike[str], features: str | os.PathLike[st
                   sequences: bool = True, threads: int | None = None, memory_limit: str = "2GB",
                   temp_dir: str | os.PathLike[str] | None = None, overwrite: bool = False) -> dict:
     """Write train/eval/predict samples and the label pairs; returns the summary figures."""
-    if split not in ("last-day", "user-hash"):
+    if split not in get_args(Split):
         raise UserError(f"--split {split}: choose last-day or user-hash")
     if not 0.0 < eval_fraction < 1.0:
         raise UserError(f"--eval-fraction {eval_fraction}: give a share between 0 and 1")
@@ -213,8 +208,8 @@ def build_dataset(events: str | os.PathLike[str], features: str | os.PathLike[st
     with_p = p_items is not None
     feature_files = sorted(str(p) for p in feat.rglob("*.parquet"))
     with console.Stopwatch() as sw, atomic_dir(output, overwrite) as tmp, \
-            duck_session(threads, memory_limit, temp_dir or Path(os.fspath(output)).parent,
-                         inputs=[ev.inputs, (f"--features {features}", feature_files)]) as con:
+            duck_session(threads, memory_limit, temp_dir, inputs=[ev.inputs, (f"--features {features}", feature_files)],
+                         beside=output) as con:
         source = ev.view(con)
         if p_items is not None:
             con.register("p_items_arrow", pa.table({"item_id": p_items}))

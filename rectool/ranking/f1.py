@@ -40,8 +40,8 @@ import pyarrow as pa
 
 from rectool import console
 from rectool.artifacts import atomic_dir, write_meta, write_parquet
+from rectool.duck import quiet_duckdb
 from rectool.errors import UserError
-from rectool.ranking.common import quiet_duckdb
 from rectool.ranking.labels import align_days, read_labels
 from rectool.ranking.predictions import days_of, read_predictions
 
@@ -179,7 +179,10 @@ def eval_f1(pred_path: str | os.PathLike[str], label_path: str | os.PathLike[str
             topks: Sequence[int | None] | None = None, thresholds: Sequence[float | None] = (None,),
             caps: Sequence[int | None] = (), output: str | os.PathLike[str] | None = None,
             overwrite: bool = False, max_table_rows: int = 30) -> dict:
-    """Score predictions against true pairs; returns the best row and counts."""
+    """Score predictions against true pairs; returns the best row and counts. ``topks`` None: chosen
+    from the number of true pairs (``auto_topks``)."""
+    if topks is not None and not list(topks):
+        raise UserError("--topk-list: give counts such as 500,1000,all or auto")
     if output is not None and Path(os.fspath(output)).exists() and not overwrite:  # fail before the work
         raise UserError(f"output {output} already exists; pass --overwrite to replace it or choose another path")
     pred, pred_meta = read_predictions(pred_path)
@@ -236,47 +239,56 @@ def best_settings(scan_dir: str | os.PathLike[str]) -> dict:
             "max_entries_per_user": best.get("max_per_user")}
 
 
+# items of the list options (``rectool.cli.options.parse_list`` splits them and names the flag when an
+# item raises ``ValueError``; a number out of range is a one-line error here)
+TOPK_EXPECTED = f"a positive count (at most {MAX_COUNT}), 'all' or 'auto'"
+THRESHOLD_EXPECTED = "a number or 'none'"
+CAP_EXPECTED = f"a positive count (at most {MAX_COUNT})"
+
+
+def topk(text: str) -> int | None:
+    """One item of ``--topk-list``: ``"500"`` -> 500, ``"all"`` (or ``"none"``) -> None, no cut."""
+    part = text.strip().lower()
+    if part in ("all", "none"):
+        return None
+    if not part.isdigit():
+        raise ValueError(text)
+    if not 0 < int(part) <= MAX_COUNT:
+        raise UserError(f"--topk-list {text!r}: not {TOPK_EXPECTED}")
+    return int(part)
+
+
+def threshold(text: str, flag: str = "--threshold-list") -> float | None:
+    """One item of ``--threshold-list``: ``"0.5"`` -> 0.5, ``"none"`` -> None, no threshold."""
+    part = text.strip().lower()
+    if part == "none":
+        return None
+    value = float(part)
+    if not math.isfinite(value):
+        raise UserError(f"{flag} {text!r}: not a finite threshold; give numbers or 'none'")
+    return value
+
+
+def cap(text: str) -> int:
+    """One item of ``--max-per-user``: ``"2"`` -> at most 2 pairs per user."""
+    part = text.strip()
+    if not part.isdigit():
+        raise ValueError(text)
+    if not 0 < int(part) <= MAX_COUNT:
+        raise UserError(f"--max-per-user {text!r}: not {CAP_EXPECTED}")
+    return int(part)
+
+
+# the whole options as text, for Python callers (``ValueError`` for an item the item parser refuses)
+
+
 def parse_topks(text: str) -> list[int | None] | None:
     """``"auto"`` -> None (chosen from the label count); ``"500,1000,all"`` -> [500, 1000, None]."""
     if text.strip().lower() == "auto":
         return None
-    out: list[int | None] = []
-    for part in (p.strip().lower() for p in text.split(",") if p.strip()):
-        if part in ("all", "none"):
-            out.append(None)
-        elif part.isdigit() and 0 < int(part) <= MAX_COUNT:
-            out.append(int(part))
-        else:
-            raise UserError(f"--topk-list {text!r}: {part!r} is not a positive count (at most {MAX_COUNT}), 'all' "
-                            "or 'auto'")
-    if not out:
-        raise UserError("--topk-list: give counts such as 500,1000,all or auto")
-    return out
+    return [topk(part) for part in text.split(",") if part.strip()]
 
 
 def parse_floats(text: str, flag: str) -> list[float | None]:
     """``"none,0.5,0.7"`` -> [None, 0.5, 0.7]."""
-    out: list[float | None] = []
-    for part in (p.strip().lower() for p in text.split(",") if p.strip()):
-        if part == "none":
-            out.append(None)
-            continue
-        try:
-            value = float(part)
-        except ValueError:
-            raise UserError(f"{flag} {text!r}: {part!r} is not a number or 'none'") from None
-        if not math.isfinite(value):
-            raise UserError(f"{flag} {text!r}: {part!r} is not a finite threshold; give numbers or 'none'")
-        out.append(value)
-    return out or [None]
-
-
-def parse_caps(text: str | None) -> list[int | None]:
-    if not text:
-        return []
-    out: list[int | None] = []
-    for part in (p.strip() for p in text.split(",") if p.strip()):
-        if not part.isdigit() or not 0 < int(part) <= MAX_COUNT:
-            raise UserError(f"--max-per-user {text!r}: {part!r} is not a positive count (at most {MAX_COUNT})")
-        out.append(int(part))
-    return out
+    return [threshold(part, flag) for part in text.split(",") if part.strip()] or [None]

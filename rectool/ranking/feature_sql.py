@@ -38,7 +38,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 
-from rectool.ranking.common import Events, day_param
+from rectool.duck import Events, day_param
 
 BEHAVIORS = {1: "browse", 2: "collect", 3: "cart", 4: "buy"}
 RATIOS = (("buy", "browse"), ("buy", "cart"), ("cart", "browse"))

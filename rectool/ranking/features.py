@@ -58,16 +58,16 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-from collections.abc import Sequence
-from pathlib import Path
+from collections.abc import Iterable, Sequence
 
 import pyarrow.parquet as pq
 
 from rectool import console
 from rectool.artifacts import atomic_dir, schema_summary, write_meta
+from rectool.duck import Events, bound, duck_session, open_events
 from rectool.errors import UserError
 from rectool.faults import fault_point
-from rectool.ranking.common import MAX_DAYS, Events, bound, duck_session, open_events, read_item_subset
+from rectool.ranking.common import MAX_DAYS, read_item_subset
 from rectool.ranking.feature_sql import NEVER_HOURS, CutoffSql, rollup_sql, suffix
 
 GROUPS = {  # group -> key columns (the join keys used by ``dataset``)
@@ -81,20 +81,31 @@ PREFIX = {"user": "u_", "item": "i_", "category": "c_", "user_item": "ui_", "use
 DEFAULT_WINDOWS: tuple[int | None, ...] = (1, 3, 7, None)
 
 
-def parse_windows(text: str) -> list[int | None]:
-    """``"1,3,7,all"`` -> ``[1, 3, 7, None]`` (None = all history)."""
-    out: list[int | None] = []
-    for part in (p.strip().lower() for p in text.split(",") if p.strip()):
-        if part == "all":
-            out.append(None)
-        elif part.isdigit() and 0 < int(part) <= MAX_DAYS:
-            out.append(int(part))
-        else:
-            raise UserError(f"--windows {text!r}: {part!r} is neither a number of days (1-{MAX_DAYS}) nor 'all'")
-    if not out:
+def window(text: str) -> int | None:
+    """One item of ``--windows`` (``rectool.cli.options.parse_list`` splits them): ``"7"`` -> 7 days,
+    ``"all"`` -> None (all history); anything else, or a number of days outside 1-``MAX_DAYS``, is a
+    one-line error."""
+    part = text.strip().lower()
+    if part == "all":
+        return None
+    if part.isdigit() and 0 < int(part) <= MAX_DAYS:
+        return int(part)
+    raise UserError(f"--windows: {text!r} is neither a number of days (1-{MAX_DAYS}) nor 'all'")
+
+
+def windows_in_order(windows: Iterable[int | None]) -> list[int | None]:
+    """``[None, 7, 1, 3, 7]`` -> ``[1, 3, 7, None]``: distinct, finite ones ascending, all history last."""
+    given = list(windows)
+    if not given:
         raise UserError("--windows: give at least one window, e.g. 1,3,7,all")
-    finite = sorted({w for w in out if w is not None})
-    return [*finite, *([None] if None in out else [])]
+    finite = sorted({w for w in given if w is not None})
+    return [*finite, *([None] if None in given else [])]
+
+
+def parse_windows(text: str) -> list[int | None]:
+    """``"1,3,7,all"`` -> ``[1, 3, 7, None]``, for Python callers. The CLI splits ``--windows`` once,
+    with ``rectool.cli.options.parse_list`` and ``window``; ``build_features`` puts them in order."""
+    return windows_in_order(window(part) for part in text.split(",") if part.strip())
 
 
 def fill_value(column: str) -> float:
@@ -132,7 +143,7 @@ def build_features(events: str | os.PathLike[str], output: str | os.PathLike[str
             raise UserError(f"--cutoffs {c}: no events before it (the log starts {ev.first_day}); choose a later day")
         if c > ev.last_day + dt.timedelta(days=1):
             console.warn(f"cut-off {c} is more than a day after the log ends ({ev.last_day}): recent windows are empty")
-    windows = list(windows)
+    windows = windows_in_order(windows)
     finite = [w for w in windows if w is not None]
     pair_days = pair_days if pair_days is not None else (max(finite) if finite else 7)
     if not 1 <= pair_days <= MAX_DAYS:
@@ -143,8 +154,7 @@ def build_features(events: str | os.PathLike[str], output: str | os.PathLike[str
     rows: dict[str, dict[str, int]] = {g: {} for g in GROUPS}
     schemas: dict[str, dict[str, str]] = {}
     with console.Stopwatch() as sw, atomic_dir(output, overwrite) as tmp, \
-            duck_session(threads, memory_limit, temp_dir or Path(os.fspath(output)).parent,
-                         inputs=[ev.inputs]) as con, \
+            duck_session(threads, memory_limit, temp_dir, inputs=[ev.inputs], beside=output) as con, \
             console.progress("features", total=1 + len(cuts) * (1 + len(GROUPS))) as bar:
         if p_items is not None:
             import pyarrow as pa

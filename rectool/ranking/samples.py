@@ -23,9 +23,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from rectool.artifacts import PartWriter, write_meta
-from rectool.hashing import mix64
 
-Split = Literal["last-day", "user-hash"]
+Split = Literal["last-day", "user-hash"]        # how label days are divided into train and eval
+SplitName = Literal["train", "eval", "predict"]  # the sample folders of a ranking dataset
 ID_COLUMNS = ("user_id", "item_id", "category_id", "label_day", "label")
 LABELS_SCHEMA = pa.schema([("user_id", pa.int64()), ("item_id", pa.int64()), ("label_day", pa.date32()),
                            ("split", pa.string()), ("covered", pa.int8())])
@@ -39,11 +39,15 @@ def _unit(h: np.ndarray) -> np.ndarray:
 
 def user_in_eval(user_ids: np.ndarray, seed: int, fraction: float) -> np.ndarray:
     """The user-hash split: True for the users of the eval share (the same users every day and run)."""
+    from rectool.hashing import mix64  # here: numba only when samples are written, not for `rectool --help`
+
     return _unit(mix64(mix64(np.array(user_ids, np.int64)) ^ np.int64(seed))) < fraction
 
 
 def keep_negative(user_ids: np.ndarray, item_ids: np.ndarray, day: dt.date, seed: int, rate: float) -> np.ndarray:
     """A seeded coin per (user, item, day), True with probability ``rate``."""
+    from rectool.hashing import mix64
+
     salt = np.int64(day.toordinal() * 1_000_003 + seed)
     # copies: Arrow's zero-copy arrays are read-only, a numba signature of its own (compiled on each run)
     h = mix64(mix64(mix64(np.array(user_ids, np.int64)) ^ np.array(item_ids, np.int64)) ^ salt)
@@ -67,7 +71,7 @@ class SampleWriter:
             return np.full(len(user_ids), day == self.label_days[-1])
         return user_in_eval(user_ids, self.seed, self.eval_fraction)
 
-    def _writer(self, name: str, schema: pa.Schema) -> PartWriter:
+    def _writer(self, name: SplitName, schema: pa.Schema) -> PartWriter:
         if name not in self.writers:
             (self.root / name).mkdir()
             self.writers[name] = PartWriter(self.root / name, schema)

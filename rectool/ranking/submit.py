@@ -27,15 +27,16 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Literal
+from typing import Literal, get_args
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
 from rectool.artifacts import atomic_file
+from rectool.duck import bound, quiet_duckdb
 from rectool.errors import UserError
-from rectool.ranking.common import bound, quiet_duckdb, read_item_subset
+from rectool.ranking.common import read_item_subset
 from rectool.ranking.f1 import best_settings
 from rectool.ranking.predictions import days_of, read_predictions
 
@@ -57,7 +58,7 @@ def submit(pred_path: str | os.PathLike[str], item_subset_path: str | os.PathLik
         threshold = threshold if threshold is not None else best["threshold"]
         max_entries_per_user = max_entries_per_user if max_entries_per_user is not None \
             else best["max_entries_per_user"]
-    if fmt not in ("tsv", "csv"):
+    if fmt not in get_args(Format):
         raise UserError(f"--format {fmt}: choose tsv or csv")
     if topk is not None and topk < 1:
         raise UserError(f"--topk {topk}: give at least 1, or leave it out to keep every pair")

@@ -38,7 +38,9 @@ Outputs (one directory)::
     items/   item_id, category_id, train_count — the catalogue seen in training
     _meta.json   protocol, parameters, counts
 
-Everything runs in DuckDB (out-of-core with ``memory_limit`` and ``temp_dir``).
+Everything runs in DuckDB (out-of-core with ``memory_limit`` and ``temp_dir``): the session and
+the events reader are the ranking pipeline's (``rectool.duck``), so ``--threads``,
+``--memory-limit`` and ``--temp-dir`` mean the same with both tasks.
 
     rectool dataset --task next-item --events data/ub_events --protocol user-split --output data/ub_seq
 """
@@ -47,54 +49,28 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from rectool import console
-from rectool.artifacts import atomic_dir, check_kind, expand_paths, open_dataset, parquet_files, write_meta
+from rectool.artifacts import atomic_dir, write_meta
+from rectool.duck import Events, bound, duck_session, open_events
 from rectool.errors import UserError
-from rectool.hashing import mix64
-from rectool.ranking.common import bound, duck_session
 
 Protocol = Literal["user-split", "leave-one-out", "given"]
+Targets = Literal["all", "last", "set"]
+ID_COLUMNS = ("user_id", "item_id")  # what next-item needs of an events dataset; the rest is optional
 
 
-@dataclass(frozen=True)
-class _EventFiles:
-    """One or more events datasets: their parquet files and the columns they all have."""
-
-    label: str
-    files: list[str]
-    columns: list[str]
-
-
-def _event_files(specs: Sequence[str], flag: str) -> _EventFiles:
-    files: list[str] = []
-    cols: list[str] | None = None
-    for spec in specs:
-        check_kind(spec, "events", flag)
-        names = open_dataset(spec, flag).schema.names
-        missing = [c for c in ("user_id", "item_id") if c not in names]
-        if missing:
-            raise UserError(f"{flag} {spec}: missing column(s) {', '.join(missing)}; give an events dataset "
-                            "from rectool convert")
-        cols = names if cols is None else [c for c in cols if c in names]
-        files += parquet_files(expand_paths(spec, flag))
-    assert cols is not None
-    return _EventFiles(f"{flag} {', '.join(map(str, specs))}", files, cols)
-
-
-def _events_view(con, name: str, events: _EventFiles) -> None:  # noqa: ANN001
+def _events_view(con, name: str, events: Events) -> None:  # noqa: ANN001
     """A view ``name`` over events datasets with the ordering columns ``t`` and ``s`` (the paths go to
     DuckDB as a list, never as SQL text)."""
     cols = events.columns
-    hive = any("=" in f for f in events.files)
-    con.read_parquet(events.files, hive_partitioning=hive, union_by_name=True).create_view(f"{name}_files")
+    events.view(con, f"{name}_files")
     t = "epoch_ms(time)" if "time" in cols else "0"
     s = "seq" if "seq" in cols else "0"
     cat = "category_id" if "category_id" in cols else "NULL::BIGINT"
@@ -116,6 +92,8 @@ def _sequences(con, source: str, target: str, behaviors: Sequence[int] | None) -
 
 def _pick_users(con, min_behaviors: int, n_test: int, n_valid: int, seed: int) -> pa.Table:  # noqa: ANN001
     """Role of each eligible user: 0 train, 1 valid, 2 test (a seeded hash order, deterministic)."""
+    from rectool.hashing import mix64  # here: numba only when the dataset is built, not for `rectool --help`
+
     users = con.execute("SELECT user_id FROM seqs WHERE len(items) >= $min_behaviors",
                         {"min_behaviors": min_behaviors}).fetchnumpy()["user_id"]
     users = np.asarray(users, dtype=np.int64)
@@ -146,7 +124,7 @@ def _behavior_filter(column: str, target_behaviors: Sequence[int] | None) -> str
 # $target_behaviors, $exclude_behaviors (see ``_copy``)
 
 
-def _train_query(source: str, targets: str, target_behaviors: Sequence[int] | None = None) -> str:
+def _train_query(source: str, targets: Targets, target_behaviors: Sequence[int] | None = None) -> str:
     first = "len(items)" if targets == "last" else "$min_history + 1"
     return f"""
         SELECT user_id,
@@ -204,18 +182,18 @@ def _inputs_query(source: str, exclude: Sequence[int] | None) -> str:
 
 def build_next_item(events: str | Sequence[str], output: str | os.PathLike[str], protocol: Protocol = "user-split",
                     test_events: str | Sequence[str] | None = None, min_behaviors: int = 10, n_test: int = 10_000,
-                    n_valid: int = 10_000, max_history: int = 50, targets: Literal["all", "last", "set"] = "all",
+                    n_valid: int = 10_000, max_history: int = 50, targets: Targets = "all",
                     min_history: int = 1, behaviors: Sequence[int] | None = None,
                     exclude_behaviors: Sequence[int] | None = None, target_behaviors: Sequence[int] | None = None,
                     target_in_history: bool = True, seed: int = 2024, threads: int | None = None,
-                    memory_limit: str | None = None, temp_dir: str | None = None,
+                    memory_limit: str = "2GB", temp_dir: str | os.PathLike[str] | None = None,
                     overwrite: bool = False) -> dict[str, Any]:
     """Write a next-item dataset; returns its counts."""
-    if protocol not in ("user-split", "leave-one-out", "given"):
+    if protocol not in get_args(Protocol):
         raise UserError(f"--protocol {protocol}: choose user-split, leave-one-out or given")
     if (protocol == "given") != (test_events is not None):
         raise UserError("--test-events is required with --protocol given, and only used with it")
-    if targets not in ("all", "last", "set"):
+    if targets not in get_args(Targets):
         raise UserError(f"--targets {targets}: choose all, last or set")
     if targets == "last" and target_behaviors:
         raise UserError("--target-behaviors works with --targets all or set; with last, filter the events with "
@@ -224,16 +202,15 @@ def build_next_item(events: str | Sequence[str], output: str | os.PathLike[str],
         raise UserError("--max-history and --min-history must be at least 1")
     events = [events] if isinstance(events, (str, os.PathLike)) else list(events)
     given = [test_events] if isinstance(test_events, (str, os.PathLike)) else list(test_events or [])
-    train_files = _event_files(events, "--events")
-    test_files = _event_files(given, "--test-events") if given else None
+    train_files = open_events(events, "--events", ID_COLUMNS)
+    test_files = open_events(given, "--test-events", ID_COLUMNS) if given else None
     # the user's values reach DuckDB as parameters of the statements (``_copy``), never as SQL text
     params = {"max_history": max_history, "min_history": min_history, "seed": seed,
               "min_len": max(min_behaviors, 3 if n_valid > 0 else 2),
               "target_behaviors": list(target_behaviors or []), "exclude_behaviors": list(exclude_behaviors or [])}
-    inputs = [(f.label, f.files) for f in (train_files, test_files) if f is not None]
+    inputs = [f.inputs for f in (train_files, test_files) if f is not None]
     counts: dict[str, Any] = {}
-    with duck_session(threads, memory_limit or "2GB", temp_dir or Path(os.fspath(output)).parent,
-                      inputs=inputs) as con, \
+    with duck_session(threads, memory_limit, temp_dir, inputs=inputs, beside=output) as con, \
             atomic_dir(output, overwrite) as tmp, console.progress("dataset next-item", total=4) as bar:
         _events_view(con, "ev", train_files)
         _sequences(con, "ev", "seqs", behaviors)

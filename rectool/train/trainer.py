@@ -232,7 +232,7 @@ def _train(cfg: Config, dist: D.Dist, resume: bool) -> dict[str, Any]:
         # a group a model never reads); DDP would otherwise stop with "parameters that were not used"
         model = DistributedDataParallel(model, device_ids=[dist.device.index] if dist.device.type == "cuda" else None,
                                         find_unused_parameters=True)
-    keys = (cfg.eval.gauc_key,) if "gauc" in cfg.eval.metrics and module.needs_label else ()
+    keys = (cfg.eval.gauc_key,) if "gauc" in cfg.eval.metrics and cfg.model.needs_label else ()
     d = cfg.data
     # the loaders read every input's footer: a bad file stops here, before model_dir is written to
     workers = _loader_workers(cfg, Path(cfg.train.model_dir))

@@ -90,7 +90,6 @@ class Model(nn.Module, abc.ABC):
     def __init__(self, cfg: Config, spec: InputSpec, stats: dict | None = None, sparse: bool = True,
                  extras: dict[str, np.ndarray] | None = None) -> None:
         super().__init__()
-        self.needs_label = cfg.model.needs_label  # a fact of the model's config class
         self.engine = FeatureEngine(cfg, spec, stats, wide_groups=self.wide_groups, sparse=sparse)
 
     @staticmethod
