@@ -30,7 +30,8 @@ from torch import nn
 
 from rectool.hashing import hash_strings, mix64_torch
 from rectool.programs.inputs import LEN_SUFFIX, InputSpec
-from rectool.train.config import Config, CrossFeature, IdFeature, RawFeature, SequenceFeature
+from rectool.train.config import Config
+from rectool.train.feature_config import CrossFeature, IdFeature, RawFeature, SequenceFeature
 
 _CROSS_PRIME = 1_000_003
 

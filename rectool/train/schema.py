@@ -15,7 +15,8 @@ import pyarrow.parquet as pq
 from rectool.badinput import guarded, reading
 from rectool.errors import UserError
 from rectool.programs.inputs import ColumnSpec, InputSpec, kind_of, to_tensors
-from rectool.train.config import Config, CrossFeature, IdFeature, RawFeature, SequenceFeature
+from rectool.train.config import Config
+from rectool.train.feature_config import CrossFeature, IdFeature, RawFeature, SequenceFeature
 
 STATS_ROWS = 1_000_000
 

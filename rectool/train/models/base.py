@@ -19,8 +19,9 @@ from torch import nn
 
 from rectool.programs.inputs import InputSpec
 from rectool.programs.manifest import OutputKind, RepeatManifest
-from rectool.train.config import Config, MLPConfig
+from rectool.train.config import Config
 from rectool.train.features import FeatureEngine
+from rectool.train.model_config import MLPConfig
 
 
 class Dice(nn.Module):

@@ -12,7 +12,8 @@ import torch
 from torch import nn
 
 from rectool.errors import UserError
-from rectool.train.config import MLPConfig, SequenceFeature
+from rectool.train.feature_config import SequenceFeature
+from rectool.train.model_config import MLPConfig
 from rectool.train.models.base import MLP, RankingModel
 
 

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from rectool.errors import UserError
-from rectool.train.config import SequenceFeature
+from rectool.train.feature_config import SequenceFeature
 from rectool.train.features import Prepared
 from rectool.train.models.retrieval import RetrievalModel, Tower
 

@@ -24,7 +24,8 @@ from torch import nn
 
 from rectool.errors import UserError
 from rectool.programs.inputs import InputSpec
-from rectool.train.config import Config, IdFeature, SequenceFeature
+from rectool.train.config import Config
+from rectool.train.feature_config import IdFeature, SequenceFeature
 from rectool.train.features import Prepared
 from rectool.train.models.base import MLP, ExportPart, Model
 from rectool.train.models.din import TargetAttention

@@ -42,8 +42,10 @@ from rectool.badinput import read_table, reading
 from rectool.errors import UserError
 from rectool.programs.inputs import LEN_SUFFIX, InputSpec, to_tensors
 from rectool.programs.manifest import OutputKind, RepeatManifest
-from rectool.train.config import Config, MLPConfig, SequenceFeature, TowerConfig
+from rectool.train.config import Config
+from rectool.train.feature_config import SequenceFeature
 from rectool.train.features import Prepared
+from rectool.train.model_config import MLPConfig, TowerConfig
 from rectool.train.models.base import MLP, ExportPart, Model
 
 

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rectool.train.config import SequenceFeature
+from rectool.train.feature_config import SequenceFeature
 from rectool.train.features import Prepared
 from rectool.train.models.retrieval import AttentionPooling, RetrievalModel, Tower
 
