@@ -1,4 +1,5 @@
-"""CLI for the first stages: ``synth`` (built-in default data) and ``convert`` (raw logs to parquet)."""
+"""CLI for the first stages: ``synth`` (built-in default data) and ``convert`` (raw logs, ORC or parquet to
+rectool's parquet tables)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import typer
 
 from rectool import console
 from rectool.cli.options import OutputOpt, OverwriteOpt, QuietOpt, SeedOpt, choices, count_option
-from rectool.ingest.convert import BadRowMode
+from rectool.ingest.badrows import BadRowMode
 from rectool.ingest.formats import FORMAT_NAMES
 from rectool.ingest.synth import Dataset, Layout
 
@@ -51,20 +52,23 @@ def synth(
 
 
 def convert(
-    inputs: Annotated[list[str], typer.Argument(help="Raw files or globs (plain or gzip); several allowed.",
+    inputs: Annotated[list[str], typer.Argument(help="Raw files or globs (plain or gzip text; .orc or .parquet "
+                                                     "files or directories, read by column name); several allowed.",
                                                 show_default=False)],
     output: OutputOpt,
     format: Annotated[str, typer.Option("--format", "-f", help=f"One of {', '.join(FORMAT_NAMES)}.")]
     = "tianchi-user",
-    schema: Annotated[Path | None, typer.Option(help="YAML column spec for --format generic.")] = None,
+    schema: Annotated[Path | None, typer.Option(help="YAML column spec for --format generic (ORC/parquet: "
+                                                     "columns by name, rename maps them).")] = None,
     on_bad_rows: Annotated[BadRowModeChoice, typer.Option(help="error: stop at the first bad row; skip: drop and "
                                                                "count them.")] = BadRowModeChoice("error"),
     behavior: Annotated[int | None, typer.Option(help="Behaviour (1-4) of every row, for layouts without one "
-                                                      "(user-lines, pairs, movielens).")] = None,
+                                                      "(user-lines, pairs, movielens, movielens-1m).")] = None,
     overwrite: OverwriteOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
-    """Convert raw logs to parquet: events (by day when timed), or the deduplicated item subset."""
+    """Convert raw logs (CSV/TSV, ORC, parquet) to parquet: events (by day when timed), or the deduplicated item
+    subset."""
     from rectool.ingest.convert import convert as run_convert
 
     console.set_quiet(quiet)

@@ -89,6 +89,9 @@ def eval_topk(
     n_items: Annotated[int | None, count_option(help="Catalogue size for coverage (instead of --items).")] = None,
     missing_users: Annotated[MissingChoice, typer.Option(help="Truth users absent from the recall file: error, or "
                                                               "zero (count them with an empty list).")] = "error",
+    truth_column: Annotated[str | None, typer.Option("--truth-column", help="The truth table's item column when it "
+                                                     "is not item_ids/item_id: a list column (list form) or an "
+                                                     "integer column (long form).")] = None,
     plot: Annotated[bool, typer.Option("--plot", help="Also write recall_at_k.png (recall@K against K).")] = False,
     overwrite: OverwriteOpt = False,
     quiet: QuietOpt = False,
@@ -99,8 +102,8 @@ def eval_topk(
     console.set_quiet(quiet)
     ks = parse_list(k_list, "--k-list", int, "", error="give cut-offs separated by commas, e.g. 10,20,50,200")
     result = evaluate_topk(recall_path, truth_path, output, k_list=ks, brute_path=brute_path, n_items=n_items,
-                           items=items, missing_users=MissingChoice(missing_users).value, plot=plot,
-                           overwrite=overwrite)
+                           items=items, missing_users=MissingChoice(missing_users).value,
+                           truth_column=truth_column, plot=plot, overwrite=overwrite)
     rows = {"output": str(output), "users": result["users"], "catalogue": result["catalog_items"]}
     if "mean_items_scored" in result:
         rows["share scored"] = result["share_scored"]

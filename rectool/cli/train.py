@@ -178,7 +178,8 @@ def embed(
     model: Annotated[Path, typer.Option("--model", help="An export directory with an item program.")],
     items: Annotated[str, typer.Option("--items", help="Item table (parquet) with the columns the program reads.")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Directory to write.")],
-    id_column: Annotated[str, typer.Option(help="The item id column.")] = "item_id",
+    id_column: Annotated[str, typer.Option(help="The item id column; a table without item_id gives the program "
+                                                "its item ids from it (e.g. adgroup_id).")] = "item_id",
     reserved_columns: Annotated[list[str] | None, typer.Option(
         "--reserved-columns", help="Item columns copied to the output (comma separated).")] = None,
     batch_size: Annotated[int, count_option(help="Items per program call.")] = 65_536,

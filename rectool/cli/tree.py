@@ -37,6 +37,9 @@ def init(
     raw_attr_fields: RawAttrOpt = None,
     n_cluster: NClusterOpt = 2,
     node_edge_output_file: NodeEdgeOpt = None,
+    attr_delimiter: Annotated[str, typer.Option("--attr-delimiter", help="Joins the attribute values in "
+                                                "node_table.txt's feature column; the TDM sampler's attr_delimiter "
+                                                "splits them.")] = ",",
     hash_ids: HashIdsOpt = False,
     overwrite: OverwriteOpt = False,
     quiet: QuietOpt = False,
@@ -46,7 +49,8 @@ def init(
 
     console.set_quiet(quiet)
     result = init_tree(item_input_path, item_id_field, cate_id_field, tree_output_dir, node_edge_output_file,
-                       comma_list(attr_fields), comma_list(raw_attr_fields), n_cluster, hash_ids, overwrite)
+                       comma_list(attr_fields), comma_list(raw_attr_fields), n_cluster, hash_ids, overwrite,
+                       attr_delimiter)
     console.summary("tree init", {"output": str(tree_output_dir), **result})
     console.emit_path(tree_output_dir)
 

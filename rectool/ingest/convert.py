@@ -1,9 +1,11 @@
-"""``rectool convert``: raw CSV/TSV logs (plain or gzip) to parquet, streaming.
+"""``rectool convert``: raw CSV/TSV logs (plain or gzip), ORC or parquet to parquet, streaming.
 
 Inputs
     One or more files or globs in one of the layouts of ``rectool.ingest.formats``
     (the online Tianchi parts A and B are simply two inputs). The delimiter and
     the header line are detected per file when the format leaves them open.
+    ``.orc`` and ``.parquet`` files (or directories of them) are read by column name
+    (``rectool.ingest.columnar``): the format's raw names are the source columns.
 
 Outputs
     ``events``: a dataset hive-partitioned by day, ``OUT/dt=2014-12-18/part-0.parquet``
@@ -17,10 +19,13 @@ Outputs
 Memory stays flat however large the input: files are read in blocks by Arrow's
 streaming CSV reader (parsing on all cores), each block is brought to the output schema by
 ``rectool.ingest.normalise`` and written by ``pyarrow.dataset``; the line layouts
-(``user-lines``, ``pairs``) are read by ``rectool.ingest.lines``.
+(``user-lines``, ``pairs``) are read by ``rectool.ingest.lines``, ORC/parquet in batches
+by ``rectool.ingest.columnar``. A delimiter of several characters (MovieLens-1M's ``::``)
+reaches Arrow's reader as one (``rectool.ingest.delimiters``).
 
 Bad rows
-    ``error`` (default) stops at the first bad row with ``file:line: reason: text``;
+    ``error`` (default) stops at the first bad row with ``file:line: reason: text``
+    (``file: row N: ...`` for ORC/parquet);
     ``skip`` drops bad rows, counts them and keeps the first examples in
     ``_meta.json``. Nothing is left at the output path when a conversion fails.
 
@@ -35,10 +40,10 @@ from __future__ import annotations
 import gzip
 import itertools
 import os
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal, get_args
+from typing import TYPE_CHECKING, TypeVar, get_args
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -49,15 +54,17 @@ from rectool.artifacts import PartitionedWriter, PartWriter, atomic_dir, expand_
 from rectool.badinput import quote
 from rectool.errors import UserError
 from rectool.faults import fault_point
+from rectool.ingest.badrows import BadRowMode, BadRows, ConvertStats, is_gzip
+from rectool.ingest.columnar import ColumnarFile, check_columns, columnar_batches, columnar_inputs
+from rectool.ingest.delimiters import STAND_IN, Replacing, reader_delimiter
 from rectool.ingest.formats import BUILTIN_FORMATS, ITEMS_SCHEMA, FormatSpec, load_format
 from rectool.ingest.normalise import INT, Normalised, arrow_read_types, as_plain, normalise, order_columns
 
 if TYPE_CHECKING:
     from rectool.ingest.lines import LineFormat
 
-BadRowMode = Literal["error", "skip"]
-MAX_EXAMPLES = 5
 BLOCK_SIZE = 2 << 20
+SourceT = TypeVar("SourceT", "RawFile", ColumnarFile)
 BOM = "\ufeff"
 
 
@@ -74,20 +81,19 @@ class RawFile:
     header: bool
     size: int
 
-    def open_stream(self) -> tuple[pa.NativeFile, pa.NativeFile]:
-        """(raw file for progress, decompressed stream for the reader)."""
+    def open_stream(self) -> tuple[pa.NativeFile, pa.NativeFile | Replacing]:
+        """(raw file for progress, decompressed stream for the reader; a delimiter of several
+        characters becomes one there)."""
         raw = pa.OSFile(str(self.path), "rb")
-        return raw, (pa.CompressedInputStream(raw, "gzip") if self.gzip else raw)
+        stream = pa.CompressedInputStream(raw, "gzip") if self.gzip else raw
+        if len(self.delimiter) > 1:
+            return raw, Replacing(stream, self.delimiter.encode())
+        return raw, stream
 
     def lines(self) -> Iterator[bytes]:
         opener = gzip.open if self.gzip else open
         with opener(self.path, "rb") as fh:  # type: ignore[operator]
             yield from fh
-
-
-def _is_gzip(path: Path) -> bool:
-    with open(path, "rb") as fh:
-        return fh.read(2) == b"\x1f\x8b"
 
 
 def _first_line(path: Path, compressed: bool) -> str:
@@ -109,7 +115,7 @@ def _suggest_format(fields: list[str]) -> str:
 
 
 def sniff(path: Path, spec: FormatSpec, fmt_name: str) -> RawFile:
-    compressed = _is_gzip(path)
+    compressed = is_gzip(path)
     line = _first_line(path, compressed)
     n_cols = len(spec.columns)
     if spec.delimiter != "auto":
@@ -134,39 +140,6 @@ def sniff(path: Path, spec: FormatSpec, fmt_name: str) -> RawFile:
 # ----------------------------------------------------------------------------- bad rows
 
 
-@dataclass
-class BadRows:
-    mode: BadRowMode
-    count: int = 0
-    examples: list[dict] = field(default_factory=list)
-    max_examples: int = MAX_EXAMPLES
-
-    def add(self, file: Path, reason: str, text: str, line: int | None = None) -> None:
-        self.count += 1
-        if len(self.examples) < self.max_examples:
-            self.examples.append({"file": str(file), "line": line, "reason": reason, "text": text[:300]})
-
-    def fail(self, file: Path, line: int | None, reason: str, text: str) -> None:
-        where = f"{file}:{line}" if line is not None else str(file)
-        raise UserError(f"{where}: {reason}: {quote(text)}; fix the row or pass --on-bad-rows skip")
-
-    def locate_examples(self) -> None:
-        """Fill in the line numbers of the kept examples (one scan per file, only when needed)."""
-        by_file: dict[str, list[dict]] = {}
-        for ex in self.examples:
-            if ex["line"] is None:
-                by_file.setdefault(ex["file"], []).append(ex)
-        for path, exs in by_file.items():
-            wanted = {ex["text"].encode(): ex for ex in exs}
-            raw = RawFile(Path(path), _is_gzip(Path(path)), ",", False, 0)
-            for no, line in enumerate(raw.lines(), start=1):
-                ex = wanted.pop(line.rstrip(b"\r\n"), None)
-                if ex is not None:
-                    ex["line"] = no
-                    if not wanted:
-                        break
-
-
 def _first_bad_row(raw: RawFile, spec: FormatSpec) -> dict | None:
     """Slow path after Arrow rejected a block in error mode: re-read the file the forgiving way
     (as in skip mode, with the same checks) and return the earliest bad row with its line."""
@@ -189,15 +162,6 @@ def _day_labels(table: pa.Table) -> pa.DictionaryArray:
 # ----------------------------------------------------------------------------- the stream
 
 
-@dataclass
-class ConvertStats:
-    files: int = 0
-    bytes: int = 0
-    rows: int = 0
-    bad: BadRows = field(default_factory=lambda: BadRows("error"))
-    rows_per_day: dict[str, int] = field(default_factory=dict)
-
-
 def _batches(files: list[RawFile], spec: FormatSpec, mode: BadRowMode, stats: ConvertStats,
              bar: console._Bar | console._NullBar) -> Iterator[pa.Table]:
     typed = mode == "error"
@@ -207,12 +171,13 @@ def _batches(files: list[RawFile], spec: FormatSpec, mode: BadRowMode, stats: Co
         def on_invalid(row: pacsv.InvalidRow, raw: RawFile = raw) -> str:
             if mode == "error":
                 return "error"
-            stats.bad.add(raw.path, f"expected {row.expected_columns} fields, got {row.actual_columns}", row.text)
+            text = row.text if len(raw.delimiter) == 1 else row.text.replace(STAND_IN, raw.delimiter)
+            stats.bad.add(raw.path, f"expected {row.expected_columns} fields, got {row.actual_columns}", text)
             return "skip"
 
         read_opts = pacsv.ReadOptions(column_names=spec.raw_names, skip_rows=1 if raw.header else 0,
                                       block_size=BLOCK_SIZE, use_threads=True)
-        parse_opts = pacsv.ParseOptions(delimiter=raw.delimiter, invalid_row_handler=on_invalid,
+        parse_opts = pacsv.ParseOptions(delimiter=reader_delimiter(raw.delimiter), invalid_row_handler=on_invalid,
                                         newlines_in_values=False)
         conv_opts = pacsv.ConvertOptions(column_types=col_types, strings_can_be_null=True,
                                          quoted_strings_can_be_null=True)
@@ -318,28 +283,31 @@ def convert(inputs: Sequence[str | os.PathLike[str]], output: str | os.PathLike[
     if not inputs:
         raise UserError("no input files given; pass one or more files or globs")
     paths = [p for spec_ in inputs for p in expand_paths(spec_, "input")]
-    for p in paths:
-        if p.is_dir():
-            raise UserError(f"input {p}: is a directory; give the raw files (a glob such as '{p}/*.csv' works)")
+    columnar = columnar_inputs(paths)
     if spec is None:
+        if columnar is not None:
+            raise UserError(f"--format {fmt} reads text lines; {columnar[0].path} is a {columnar[0].kind} file: "
+                            "convert it with --format generic --schema SPEC.yaml naming its columns")
         return _convert_lines(paths, output, fmt, on_bad_rows, overwrite, behavior or 1)  # type: ignore[arg-type]
-    files = [sniff(p, spec, fmt) for p in paths]
-    if all(f.size == 0 for f in files):  # nothing to convert: one line, not a warning per file then an error
-        raise UserError(f"{files[0].path}: the file is empty{' (as are all inputs)' if len(files) > 1 else ''}; "
-                        "give a log with rows")
-    for f in files:
-        if f.size == 0:
-            console.warn(f"{f.path} is empty; skipping it")
-    files = [f for f in files if f.size > 0]
     stats = ConvertStats(bad=BadRows(on_bad_rows))
-    total_bytes = sum(f.size for f in files)
+    stream: Callable[[console._Bar | console._NullBar], Iterator[pa.Table]]
+    if columnar is not None:
+        for f in columnar:
+            if f.size:
+                check_columns(f, spec, fmt)
+        sources = _non_empty(columnar)
+        stream = lambda bar: columnar_batches(sources, spec, on_bad_rows, stats, bar)  # noqa: E731
+    else:
+        files = _non_empty([sniff(p, spec, fmt) for p in paths])
+        stream = lambda bar: _batches(files, spec, on_bad_rows, stats, bar)  # noqa: E731
+        sources = files
+    total_bytes = sum(f.size for f in sources)
     with atomic_dir(output, overwrite) as tmp, console.Stopwatch() as sw:
         with console.progress(f"convert {fmt}", total=total_bytes, unit="B") as bar:
-            stream = _batches(files, spec, on_bad_rows, stats, bar)
             if spec.kind == "items":
-                rows_out, out_schema = _write_items(stream, tmp)
+                rows_out, out_schema = _write_items(stream(bar), tmp)
             else:
-                rows_out, out_schema = _write_events(stream, tmp, stats)
+                rows_out, out_schema = _write_events(stream(bar), tmp, stats)
         stats.bad.locate_examples()
         write_meta(tmp, kind=spec.kind, inputs=[str(p) for p in paths], rows=rows_out, schema=out_schema,
                    format=fmt, rows_read=stats.rows + stats.bad.count, rows_per_day=stats.rows_per_day,
@@ -351,6 +319,17 @@ def convert(inputs: Sequence[str | os.PathLike[str]], output: str | os.PathLike[
         "days": len(days), "first_day": days[0] if days else "-", "last_day": days[-1] if days else "-",
         "seconds": round(sw.seconds, 2), "mb_per_s": round(stats.bytes / 1e6 / max(sw.seconds, 1e-9), 1),
     }
+
+
+def _non_empty(files: list[SourceT]) -> list[SourceT]:
+    """The inputs with data; an empty one is skipped with a warning, all empty is an error."""
+    if all(f.size == 0 for f in files):  # nothing to convert: one line, not a warning per file then an error
+        raise UserError(f"{files[0].path}: the file is empty{' (as are all inputs)' if len(files) > 1 else ''}; "
+                        "give a log with rows")
+    for f in files:
+        if f.size == 0:
+            console.warn(f"{f.path} is empty; skipping it")
+    return [f for f in files if f.size > 0]
 
 
 def _convert_lines(paths: list[Path], output: str | os.PathLike[str], fmt: LineFormat, mode: BadRowMode,
@@ -366,7 +345,7 @@ def _convert_lines(paths: list[Path], output: str | os.PathLike[str], fmt: LineF
                     stats.bad.fail(path, line, reason, text)
                 stats.bad.add(path, reason, text, line)
 
-            opener = gzip.open if _is_gzip(path) else open
+            opener = gzip.open if is_gzip(path) else open
             for table in read_line_format(path, fmt, opener, behavior, on_bad):
                 stats.rows += table.num_rows
                 yield table

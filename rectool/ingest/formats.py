@@ -12,6 +12,8 @@ tianchi-item   items   item_id, item_geohash, item_category (items repeat: dedup
 userbehavior   events  user_id, item_id, category_id, behavior_type (pv|fav|cart|buy),
                        timestamp (unix seconds, converted to China time, UTC+8); no header
 movielens      events  MovieLens u.data: user, item, rating, unix time; tab separated
+movielens-1m   events  MovieLens-1M ratings.dat: ``UserID::MovieID::Rating::Timestamp`` (``::``
+                       separated, no header, unix seconds)
 user-lines     events  one line per user ``uid item item ...`` (see ``rectool.ingest.lines``)
 pairs          events  one ``user item`` pair per line
 generic        events  described by a YAML file (``--schema spec.yaml``), see below
@@ -23,6 +25,11 @@ Events schema (hive-partitioned by ``dt=YYYY-MM-DD`` when times exist)::
     user_id int64, item_id int64, category_id int64 (null if unknown),
     behavior int8 (1 browse/pv, 2 collect/fav, 3 cart, 4 buy), time timestamp[ms] (local
     time of the dataset), geohash string (null if empty)  [+ extra columns of a generic spec]
+
+ORC and parquet inputs (``.orc``, ``.parquet``: by suffix) are read by column *name*: a
+format's raw column names (or a generic spec's ``columns``) name the source columns, in any
+order, and ``rename`` maps them to rectool's; ``delimiter`` and ``header`` do not apply. A
+source column holding numbers, text or (for times) timestamps is converted as its type says.
 
 Items schema::
 
@@ -39,6 +46,17 @@ Generic spec example (``ratings.yaml``)::
       - {name: rating, type: float64}        # extra columns are kept as they are
       - {name: time, type: timestamp, format: unix_s}
     behavior_default: 1                      # no behaviour column: every row is a view
+
+The same spec for a parquet file whose columns are ``uid, adgroup_id, ts`` (``ads.yaml``)::
+
+    kind: events
+    columns:
+      - {name: uid, type: int64}
+      - {name: adgroup_id, type: int64}
+      - {name: ts, type: timestamp, format: unix_s}
+    rename: {uid: user_id, adgroup_id: item_id, ts: time}
+
+A delimiter of several characters (``"::"``) is allowed for text files.
 """
 
 from __future__ import annotations
@@ -104,9 +122,9 @@ class FormatSpec(BaseModel):
 
     @field_validator("delimiter")
     @classmethod
-    def _one_char(cls, v: str) -> str:
-        if v != "auto" and len(v) != 1:
-            raise ValueError(f"delimiter must be one character or 'auto' (got {v!r})")
+    def _delimiter(cls, v: str) -> str:
+        if v != "auto" and (not v or any(ch in v for ch in '\r\n"')):
+            raise ValueError(f"delimiter must be one or more characters (no line end or quote), or 'auto' (got {v!r})")
         return v
 
     @model_validator(mode="after")
@@ -162,11 +180,13 @@ MOVIELENS = FormatSpec(  # u.data: user item rating unix-time, tab separated, no
     rename={"timestamp": "time"},
     behavior_default=1,
 )
+MOVIELENS_1M = MOVIELENS.model_copy(update={"delimiter": "::"})  # ratings.dat: UserID::MovieID::Rating::Timestamp
 BUILTIN_FORMATS: dict[str, FormatSpec] = {
     "tianchi-user": TIANCHI_USER,
     "tianchi-item": TIANCHI_ITEM,
     "userbehavior": USERBEHAVIOR,
     "movielens": MOVIELENS,
+    "movielens-1m": MOVIELENS_1M,
 }
 FORMAT_NAMES = (*BUILTIN_FORMATS, "user-lines", "pairs", "generic")
 

@@ -1,7 +1,10 @@
 """One raw batch of ``rectool convert`` -> the output schema, with the rows it refuses and why.
 
 In: a record batch as Arrow's CSV reader gives it (``arrow_read_types``: typed columns in error
-mode, strings in skip mode) and the ``FormatSpec`` of its layout. Out (``normalise``): the
+mode, strings in skip mode) or as ``rectool.ingest.columnar`` reads an ORC/parquet file (each
+column of its own type), and the ``FormatSpec`` of its layout. Each column is converted by
+what it holds: numbers are cast, text is parsed value by value, timestamp columns are kept.
+Out (``normalise``): the
 columns of ``rectool.ingest.formats.EVENTS_SCHEMA`` (the item subset: ``item_id, category_id,
 geohash``), behaviours as codes 1-4, times as timestamps shifted by the format's UTC offset,
 ids required; the mask of bad rows and a reason per check, so that ``convert`` can stop at the
@@ -21,7 +24,7 @@ from dataclasses import dataclass
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from rectool.ingest.formats import BEHAVIOR_NAMES, EVENTS_SCHEMA, FormatSpec
+from rectool.ingest.formats import BEHAVIOR_NAMES, EVENTS_SCHEMA, ColumnSpec, FormatSpec
 
 INT = re.compile(r"^\s*-?\d+\s*$")
 _FLOAT = r"^\s*[-+]?(\d+\.?\d*([eE][-+]?\d+)?|\.\d+([eE][-+]?\d+)?|nan|NaN|inf|-inf)\s*$"
@@ -96,6 +99,67 @@ def _fits(text: str, target: pa.DataType) -> bool:
     return True
 
 
+def _is_text(t: pa.DataType) -> bool:
+    return pa.types.is_string(t) or pa.types.is_large_string(t)
+
+
+def _numbers(arr: pa.Array, kind: str) -> tuple[pa.Array, pa.Array | None]:
+    """(typed array, valid mask or None when every value is valid): numbers as they come (Arrow's
+    typed CSV reader, an ORC/parquet column) are cast; text is parsed and checked value by value."""
+    arr = as_plain(arr)
+    if _is_text(arr.type):
+        return _convert_strings(pc.cast(arr, pa.string()), kind)
+    target = _STRING_TYPES[kind]
+    if arr.type == target:
+        return arr, None
+    try:
+        return pc.cast(arr, target), None
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):  # 1.5 as an id, 300 as an int32 ...: bad rows
+        return _convert_strings(pc.cast(arr, pa.string()), kind)
+
+
+def _behaviors(arr: pa.Array) -> pa.Array:
+    """Codes 1-4 (0: unknown) from names or codes, as a dictionary, text or integers."""
+    if pa.types.is_dictionary(arr.type) and _is_text(arr.type.value_type):
+        return pc.take(_behavior_codes(pc.cast(arr.dictionary, pa.string())), arr.indices)
+    arr = as_plain(arr)
+    if pa.types.is_integer(arr.type):  # anything outside 1-4 is bad
+        in_range = pc.and_(pc.greater_equal(arr, 1), pc.less_equal(arr, 4))
+        return pc.cast(pc.if_else(in_range, arr, pa.scalar(0, arr.type)), pa.int8())
+    encoded = pc.dictionary_encode(pc.cast(arr, pa.string()))
+    return pc.take(_behavior_codes(encoded.dictionary), encoded.indices)
+
+
+def _native_times(arr: pa.Array, offset_s: int) -> pa.Array:
+    """A timestamp or date column of a columnar input: zoned times to the dataset's local time
+    (UTC + offset), zone-less times and dates as they are."""
+    if pa.types.is_timestamp(arr.type) and arr.type.tz is not None:
+        utc = pc.cast(arr, pa.timestamp(arr.type.unit))
+        return pc.cast(pc.add(pc.cast(utc, pa.timestamp("s"), safe=False),
+                              pa.scalar(offset_s, pa.duration("s"))), pa.timestamp("ms"))
+    return pc.cast(arr, pa.timestamp("ms"), safe=False)
+
+
+def _times(arr: pa.Array, c: ColumnSpec, offset_s: int, reasons: list[tuple[pa.Array, str]]) -> pa.Array:
+    if pa.types.is_timestamp(arr.type) or pa.types.is_date(arr.type):
+        return _native_times(arr, offset_s)
+    if c.format in ("unix_s", "unix_ms"):
+        secs, ok = _numbers(arr, "unix")
+        if ok is not None:
+            reasons.append((pc.invert(ok), f"{c.name} is not a unix timestamp"))
+        if c.format == "unix_ms":
+            secs = pc.divide(secs, 1000)
+        return pc.cast(pc.add(secs, offset_s), pa.timestamp("s"))
+    if pa.types.is_dictionary(arr.type):  # parse each distinct value once
+        parsed = pc.strptime(pc.cast(arr.dictionary, pa.string()), format=c.format, unit="s", error_is_null=True)
+        times = pc.take(parsed, arr.indices)
+    else:
+        times = pc.strptime(pc.cast(arr, pa.string()), format=c.format, unit="s", error_is_null=True)
+    bad = pc.and_(pc.is_null(times), pc.is_valid(arr))
+    reasons.append((pc.fill_null(bad, False), f"{c.name} does not match format {c.format!r}"))
+    return times
+
+
 @dataclass
 class Normalised:
     table: pa.Table
@@ -104,7 +168,12 @@ class Normalised:
 
 
 def normalise(batch: pa.RecordBatch, spec: FormatSpec, typed: bool, offset_s: int) -> Normalised:
-    """One raw batch -> the output schema (+ ``dt`` partition for timed events)."""
+    """One raw batch -> the output schema (+ ``dt`` partition for timed events).
+
+    Each column is converted by what it holds, not by ``typed``: numbers are cast, text is
+    parsed value by value with a reason for each bad one (Arrow's untyped reader in skip mode,
+    a string column of an ORC/parquet file). ``typed`` says which reader the batch comes from.
+    """
     out: dict[str, pa.Array] = {}
     reasons: list[tuple[pa.Array, str]] = []
     n = batch.num_rows
@@ -112,44 +181,20 @@ def normalise(batch: pa.RecordBatch, spec: FormatSpec, typed: bool, offset_s: in
         arr = batch.column(c.name)
         name = spec.output_name(c.name)
         if c.type in ("behavior", "behavior_code"):
-            if pa.types.is_dictionary(arr.type):
-                codes = pc.take(_behavior_codes(arr.dictionary), arr.indices)
-            else:  # already int8 codes: anything outside 1-4 is bad
-                codes = pc.if_else(pc.and_(pc.greater_equal(arr, 1), pc.less_equal(arr, 4)), arr,
-                                   pa.scalar(0, pa.int8()))
+            codes = _behaviors(arr)
             bad = pc.fill_null(pc.equal(codes, 0), True)
             reasons.append((bad, f"{c.name} is not one of 1-4 or pv/fav/cart/buy"))
             out[name] = codes
         elif c.type == "timestamp":
-            if c.format in ("unix_s", "unix_ms"):
-                if typed:
-                    secs, ok = arr, pa.array([True] * n)
-                else:
-                    secs, ok = _convert_strings(arr, "unix")
-                    reasons.append((pc.invert(ok), f"{c.name} is not a unix timestamp"))
-                if c.format == "unix_ms":
-                    secs = pc.divide(secs, 1000)
-                secs = pc.add(secs, offset_s)
-                out[name] = pc.cast(secs, pa.timestamp("s"))
-            else:
-                plain = arr
-                if pa.types.is_dictionary(arr.type):  # parse each distinct value once
-                    parsed = pc.strptime(arr.dictionary, format=c.format, unit="s", error_is_null=True)
-                    times = pc.take(parsed, arr.indices)
-                else:
-                    times = pc.strptime(plain, format=c.format, unit="s", error_is_null=True)
-                bad = pc.and_(pc.is_null(times), pc.is_valid(arr))
-                reasons.append((pc.fill_null(bad, False), f"{c.name} does not match format {c.format!r}"))
-                out[name] = times
-        elif c.type == "string":  # the reader already turned empty fields into nulls
-            out[name] = as_plain(arr)
+            out[name] = _times(arr, c, offset_s, reasons)
+        elif c.type == "string":  # the CSV reader already turned empty fields into nulls
+            plain = as_plain(arr)
+            out[name] = plain if pa.types.is_string(plain.type) else pc.cast(plain, pa.string())
         else:
-            if typed:
-                out[name] = arr
-            else:
-                typed_arr, ok = _convert_strings(arr, c.type)
+            typed_arr, ok = _numbers(arr, c.type)
+            if ok is not None:
                 reasons.append((pc.invert(ok), f"column {c.name} is not a number of type {c.type}"))
-                out[name] = typed_arr
+            out[name] = typed_arr
     # required fields: ids must be present
     for required in ("user_id", "item_id") if spec.kind == "events" else ("item_id",):
         reasons.append((pc.is_null(out[required]), f"{required} is empty"))

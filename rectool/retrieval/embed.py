@@ -3,11 +3,12 @@
 Inputs: an export directory holding an item program (``item_tower`` of two-tower and MIND
 models, ``item_embedding`` of TDM and NANN models) and a parquet table with the columns
 that program reads (``item_id`` and, e.g., ``category_id``: the ``items/`` table of a
-next-item dataset).
+next-item dataset). A table whose ids are in another column (``adgroup_id``) gives them with
+``id_column``: the program then reads its ``item_id`` from that column.
 
 Output (parquet, streamed in batches)::
 
-    item_id int64, <reserved columns as they are>, item_emb fixed_size_list<float32>[d]
+    <id_column> int64, <reserved columns as they are>, item_emb fixed_size_list<float32>[d]
 
     rectool embed --model out/export --items out/seq/items --output out/item_emb
 """
@@ -30,6 +31,7 @@ from rectool.programs.device import device_here, program_on
 from rectool.programs.inputs import to_tensors
 from rectool.programs.load import load_program
 from rectool.programs.manifest import ITEM_PARTS, ExportManifest
+from rectool.retrieval.formats import ITEM_ID
 from rectool.sharding import Shard, sharded_dir
 
 EMBEDDING_COLUMN = "item_emb"
@@ -50,14 +52,17 @@ def embed(model: Path, items: str, output: str | os.PathLike[str], id_column: st
     program = program_on(program, on)
     ds = open_dataset(items, "--items")
     reserved = [c for c in (reserved_columns or []) if c != id_column]
-    require_columns(ds.schema, [id_column, *reserved, *spec.names], items, hint="the item program reads "
-                    + ", ".join(spec.names))
+    # the program reads item ids as ``item_id``; a table that names them otherwise gives them by --id-column
+    mapped = ITEM_ID in spec.names and id_column != ITEM_ID and ITEM_ID not in ds.schema.names
+    reads = [id_column if mapped and c == ITEM_ID else c for c in spec.names]
+    require_columns(ds.schema, [id_column, *reserved, *reads], items, hint="the item program reads "
+                    + ", ".join(reads))
     label = f"--items {items}"
     if count_rows(ds, label) == 0:
         raise UserError(f"--items {items}: has no rows")
     ds = shard.dataset(ds)
     total = count_rows(ds, label)
-    columns = list(dict.fromkeys([id_column, *reserved, *spec.names]))
+    columns = list(dict.fromkeys([id_column, *reserved, *reads]))
     dim = None
     with sharded_dir(output, overwrite, shard) as tmp, console.Stopwatch() as sw:
         writer: PartWriter | None = None
@@ -65,7 +70,9 @@ def embed(model: Path, items: str, output: str | os.PathLike[str], id_column: st
             for batch in read_batches(ds, label, columns=columns, batch_size=batch_size):
                 if batch.num_rows == 0:
                     continue
-                vectors = program(to_tensors(batch, spec, source=str(items), with_label=False)).float().numpy()
+                feed = pa.RecordBatch.from_arrays([*batch.columns, batch.column(id_column)],
+                                                  names=[*batch.schema.names, ITEM_ID]) if mapped else batch
+                vectors = program(to_tensors(feed, spec, source=str(items), with_label=False)).float().numpy()
                 if vectors.ndim != 2:
                     raise UserError(f"--model {model}: {part} returns shape {vectors.shape}, not [B, d]")
                 if not np.isfinite(vectors).all():

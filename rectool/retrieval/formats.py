@@ -13,7 +13,8 @@ Recall format (every retrieval method and baseline writes it; ``eval-topk`` read
 Truth table (what ``eval-topk`` compares with)
     ``user_id int64, item_ids list<int64>`` (the set of true items of a user), or the long
     form ``user_id int64, item_id int64`` with one row per pair. Rows of one user are
-    merged and duplicates dropped.
+    merged and duplicates dropped. An item column named otherwise is named by
+    ``item_column`` (``--truth-column``): a list column is the list form, else the long form.
 
 In memory
     ``Ragged``     variable-length lists as CSR: row i is ``values[offsets[i]:offsets[i+1]]``.
@@ -354,14 +355,20 @@ def _group(users: np.ndarray, items: np.ndarray) -> UserLists:
 LIST_COLUMNS = (ITEM_IDS, "seen_item_ids", "hist_item_ids")
 
 
-def read_user_lists(path: str | os.PathLike[str], what: str = "--truth-path") -> UserLists:
+def read_user_lists(path: str | os.PathLike[str], what: str = "--truth-path", item_column: str | None = None,
+                    column_flag: str = "--truth-column") -> UserLists:
     """A table of item sets per user, in list form (``user_id, item_ids``; also ``seen_item_ids`` or
     ``hist_item_ids`` of next-item test inputs) or long form (``user_id, item_id``: events, pairs):
-    users sorted, each set sorted and de-duplicated."""
+    users sorted, each set sorted and de-duplicated.
+
+    ``item_column`` names the items' column when the table names it otherwise (``adgroup_ids``,
+    ``clicked``): a list column is the list form, an integer column the long form."""
     ds = open_dataset(path, what)
     source = f"{what} {os.fspath(path)}"
     names = ds.schema.names
     require_columns(ds.schema, [USER_ID], source, f"a truth table has {USER_ID} and {ITEM_IDS} (or {ITEM_ID})")
+    if item_column is not None:
+        return _named_lists(ds, source, item_column, column_flag)
     list_column = next((c for c in LIST_COLUMNS if c in names), None)
     if list_column is not None:
         table = read_table(ds, source, columns=[USER_ID, list_column])
@@ -376,9 +383,22 @@ def read_user_lists(path: str | os.PathLike[str], what: str = "--truth-path") ->
                     f"{', '.join(names)}")
 
 
-def read_truth(path: str | os.PathLike[str], what: str = "--truth-path") -> UserLists:
-    """The truth table (list or long form) as sorted users with sorted item sets."""
-    return read_user_lists(path, what)
+def _named_lists(ds: pads.Dataset, source: str, column: str, flag: str) -> UserLists:
+    """The item sets of the column ``column``: list form when it holds lists, else long form."""
+    if column == USER_ID or column not in ds.schema.names:
+        raise UserError(f"{source}: {flag} {column}: no such item column; it has {', '.join(ds.schema.names)}")
+    table = read_table(ds, source, columns=[USER_ID, column])
+    users = int_column(table[USER_ID], source, USER_ID)
+    if pa.types.is_list(table[column].type) or pa.types.is_large_list(table[column].type):
+        lists = _list_column(table[column], np.int64, source, column)
+        return _group(np.repeat(users, lists.lengths()), lists.values)
+    return _group(users, int_column(table[column], source, column))
+
+
+def read_truth(path: str | os.PathLike[str], what: str = "--truth-path", item_column: str | None = None) -> UserLists:
+    """The truth table (list or long form) as sorted users with sorted item sets; ``item_column``
+    names its item column (list or long form) when it is not ``item_ids``/``item_id``."""
+    return read_user_lists(path, what, item_column)
 
 
 def read_recalls(path: str | os.PathLike[str], what: str = "--recall-path") -> UserLists:

@@ -9,7 +9,8 @@ Definitions (per user u with truth set T_u, |T_u| >= 1, and ranked list L_u; at 
                IDCG = the DCG of min(|T_u|, K) hits at the top
     MRR        1 / rank of the first hit within K (0 without one)
     all averaged over the truth users with >= 1 item. A truth user missing from the recall
-    file is an error (``missing_users="zero"`` counts it with an empty list).
+    file is an error (``missing_users="zero"`` counts it with an empty list). The truth table's
+    item column may have another name (``truth_column``, ``--truth-column``).
     coverage   distinct items in the evaluated users' top-K / catalogue size (the catalogue:
                ``n_items``, else the distinct items of ``items`` table, else the distinct items
                in recalls ∪ truth, as stated in the output)
@@ -198,11 +199,14 @@ def evaluate_topk(recall_path: str | os.PathLike[str], truth_path: str | os.Path
                   output: str | os.PathLike[str], *, k_list: Sequence[int] = (10, 20, 50, 200),
                   brute_path: str | os.PathLike[str] | None = None, n_items: int | None = None,
                   items: str | os.PathLike[str] | None = None, missing_users: MissingUsers = "error",
-                  plot: bool = False, overwrite: bool = False) -> dict[str, Any]:
-    """``rectool eval-topk``: read, measure, write ``metrics.json``/``.csv`` (+ PNG); print the table."""
+                  truth_column: str | None = None, plot: bool = False, overwrite: bool = False) -> dict[str, Any]:
+    """``rectool eval-topk``: read, measure, write ``metrics.json``/``.csv`` (+ PNG); print the table.
+
+    ``truth_column`` names the truth table's item column (list or long form) when it is not
+    ``item_ids``/``item_id``."""
     ks = check_k_list(k_list)
     recalls = read_recalls(recall_path, "--recall-path")
-    truth = read_truth(truth_path, "--truth-path")
+    truth = read_truth(truth_path, "--truth-path", truth_column)
     brute = read_recalls(brute_path, "--brute-path") if brute_path is not None else None
     result = topk_metrics(recalls, truth, ks, brute=brute, n_items=n_items, items=items, missing_users=missing_users)
     columns = BASE_COLUMNS + (BRUTE_COLUMNS if brute is not None else [])

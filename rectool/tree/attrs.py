@@ -19,6 +19,9 @@ Rules (TorchEasyRec's ``TreeBuilder``)
     * Text: strings as they are, integers in decimal, floats as Python's ``repr`` (a
       float32 through its float64 value, ``0.1 -> 0.10000000149011612``), booleans
       ``True``/``False``; a null categorical is "" and a null numeric is ``0``.
+    * In ``node_table.txt`` the categorical values are joined by the attribute delimiter
+      (``--attr-delimiter``, default ``,``), the numeric ones too, and the two groups by ``,``
+      (TorchEasyRec's ``attr_delimiter``: the TDM sampler splits the attributes on it).
 
 Example: leaves with ``brand`` ``[7, 7, 9]`` and ``price`` ``[1.0, 2.0, None]`` give their
 parent ``brand 7`` and ``price 1.5``.
@@ -92,13 +95,29 @@ def check_attr_types(schema: pa.Schema, attr_fields: list[str], raw_attr_fields:
                             "or float (give categorical ones to --attr-fields)")
 
 
-def check_attr_values(items: pa.Table, attr_fields: list[str], source: str) -> None:
-    """String attributes must fit TorchEasyRec's tab-separated, unquoted text tables."""
+def check_attr_delimiter(delimiter: str) -> str:
+    """The delimiter of attribute values in ``node_table.txt``: one or more characters that no
+    number, boolean or table structure uses."""
+    if not delimiter or any(ch in '\t\n\r"' or ch.isalnum() or ch in ".+-" for ch in delimiter):
+        raise UserError(f"--attr-delimiter {delimiter!r}: give one or more characters other than letters, digits, "
+                        "'.', '+', '-', tab, newline or double quote (e.g. ',' or ':')")
+    return delimiter
+
+
+def check_attr_values(items: pa.Table, attr_fields: list[str], source: str, delimiter: str = ",") -> None:
+    """String attributes must fit TorchEasyRec's tab-separated, unquoted text tables, and (with a
+    delimiter other than the default ``,``) hold no delimiter, which the sampler would split on."""
     for name in attr_fields:
         col = _plain(items[name])
-        if _is_string(col.type) and pc.any(pc.match_substring_regex(col, _STRUCTURAL)).as_py():
+        if not _is_string(col.type):
+            continue
+        if pc.any(pc.match_substring_regex(col, _STRUCTURAL)).as_py():
             raise UserError(f"{source}: --attr-fields column {name} holds a value with a tab, newline or double "
                             "quote, which TorchEasyRec's text tables cannot carry; clean the column or leave it out")
+        if delimiter != "," and pc.any(pc.match_substring(col, delimiter)).as_py():
+            value = col.filter(pc.fill_null(pc.match_substring(col, delimiter), False))[0].as_py()
+            raise UserError(f"{source}: --attr-fields column {name} holds {value!r}, which contains the "
+                            f"--attr-delimiter {delimiter!r}; the sampler would split it: choose another delimiter")
 
 
 def _categorical(tree: Tree, column: pa.Array, leaf_pos: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> pa.Array:
@@ -192,10 +211,18 @@ def _format_categorical(arr: pa.Array) -> pa.Array:
     return format_values(enc.dictionary, "").take(enc.indices)
 
 
-def feature_strings(table: pa.Table, attr_fields: list[str], raw_attr_fields: list[str]) -> pa.Array | None:
-    """Per node ``attr,...,raw,...`` as in node_table.txt (None when there are no attributes)."""
-    parts = [_format_categorical(table[name].combine_chunks()) for name in attr_fields]
-    parts += [format_values(table[name].combine_chunks(), "0") for name in raw_attr_fields]
-    if not parts:
+def feature_strings(table: pa.Table, attr_fields: list[str], raw_attr_fields: list[str],
+                    delimiter: str = ",") -> pa.Array | None:
+    """Per node the attribute part of node_table.txt's feature column (None when there are no
+    attributes): the categorical values joined by ``delimiter``, then ``,``, then the numeric
+    values joined by ``delimiter``, as TorchEasyRec's ``TreeSearch(attr_delimiter=...)`` writes
+    them. ``brand 7, shop "a"``, ``price 1.5`` with ``:`` -> ``7:a,1.5``."""
+    groups = []
+    for fields, render in ((attr_fields, lambda name: _format_categorical(table[name].combine_chunks())),
+                           (raw_attr_fields, lambda name: format_values(table[name].combine_chunks(), "0"))):
+        parts = [render(name) for name in fields]
+        if parts:
+            groups.append(pc.binary_join_element_wise(*parts, delimiter))
+    if not groups:
         return None
-    return pc.binary_join_element_wise(*parts, ",")
+    return groups[0] if len(groups) == 1 else pc.binary_join_element_wise(*groups, ",")

@@ -23,6 +23,9 @@ Example::
 
     rectool tree init --item-input-path items/ --item-id-field item_id --cate-id-field category_id \\
         --attr-fields category_id --tree-output-dir tree/
+
+``attr_delimiter`` (``--attr-delimiter``, default ``,``) joins the attribute values inside
+the ``feature`` column of ``node_table.txt``, as TorchEasyRec's ``attr_delimiter``.
 """
 
 from __future__ import annotations
@@ -66,11 +69,11 @@ def _check_common(n_cluster: int, tree_output_dir: str | os.PathLike[str],
 
 def _write(tree: Tree, items: pa.Table, row_leaf: np.ndarray, id_field: str, attr_fields: list[str],
            raw_attr_fields: list[str], tree_dir: Path, table_dir: Path, overwrite: bool,
-           meta: dict[str, Any]) -> dict[str, float]:
+           meta: dict[str, Any], attr_delimiter: str = ",") -> dict[str, float]:
     t0 = time.perf_counter()
     node_table = node_attrs.node_attribute_table(tree, items, row_leaf - tree.leaf_start, id_field, attr_fields,
                                                  raw_attr_fields)
-    features = node_attrs.feature_strings(node_table, attr_fields, raw_attr_fields)
+    features = node_attrs.feature_strings(node_table, attr_fields, raw_attr_fields, attr_delimiter)
     t1 = time.perf_counter()
     rows = {"items": tree.num_leaves, "nodes": tree.num_nodes}
     same = tree_dir.resolve() == table_dir.resolve()
@@ -83,7 +86,7 @@ def _write(tree: Tree, items: pa.Table, row_leaf: np.ndarray, id_field: str, att
         files.write_tables(tree, node_table, features, tmp_tables)
         extra = dict(meta, n_cluster=tree.n_cluster, levels=tree.num_levels, level_sizes=tree.level_sizes.tolist(),
                      item_id_field=id_field, attr_fields=attr_fields, raw_attr_fields=raw_attr_fields,
-                     tables_dir=os.fspath(table_dir))
+                     attr_delimiter=attr_delimiter, tables_dir=os.fspath(table_dir))
         write_meta(tmp_tree, kind="tree", rows=rows, schema=node_table.schema, **extra)
         if not same:
             write_meta(tmp_tables, kind="tree-tables", rows=rows, schema=node_table.schema, **extra)
@@ -98,14 +101,18 @@ def _summary(tree: Tree, timings: dict[str, float]) -> dict[str, Any]:
 def init_tree(item_input_path: str, item_id_field: str, cate_id_field: str,
               tree_output_dir: str | os.PathLike[str], node_edge_output_file: str | os.PathLike[str] | None = None,
               attr_fields: list[str] | None = None, raw_attr_fields: list[str] | None = None, n_cluster: int = 2,
-              hash_ids: bool = False, overwrite: bool = False) -> dict[str, Any]:
-    """Build the initial tree (category order) and write it; returns summary figures."""
+              hash_ids: bool = False, overwrite: bool = False, attr_delimiter: str = ",") -> dict[str, Any]:
+    """Build the initial tree (category order) and write it; returns summary figures.
+
+    ``attr_delimiter`` joins the attribute values in ``node_table.txt`` (TorchEasyRec's
+    ``attr_delimiter``, which its TDM sampler splits them on)."""
     attr_fields, raw_attr_fields = list(attr_fields or []), list(raw_attr_fields or [])
+    node_attrs.check_attr_delimiter(attr_delimiter)
     tree_dir, table_dir = _check_common(n_cluster, tree_output_dir, node_edge_output_file, overwrite)
     t0 = time.perf_counter()
     items = read_items(item_input_path, [item_id_field, cate_id_field, *attr_fields, *raw_attr_fields])
     node_attrs.check_attr_types(items.schema, attr_fields, raw_attr_fields, item_input_path)
-    node_attrs.check_attr_values(items, attr_fields, item_input_path)
+    node_attrs.check_attr_values(items, attr_fields, item_input_path, attr_delimiter)
     ids = item_ids(items, item_id_field, hash_ids, item_input_path)
     cate = items[cate_id_field].combine_chunks()
     if pa.types.is_dictionary(cate.type):
@@ -125,25 +132,27 @@ def init_tree(item_input_path: str, item_id_field: str, cate_id_field: str,
     console.log(f"initial tree: {tree.num_leaves:,} items, {tree.num_levels} levels, {tree.num_nodes:,} nodes")
     timings = _write(tree, items, tree.leaf_index(ids), item_id_field, attr_fields, raw_attr_fields, tree_dir,
                      table_dir, overwrite, dict(method="init", inputs=[item_input_path],
-                                                cate_id_field=cate_id_field, hash_ids=hash_ids))
+                                                cate_id_field=cate_id_field, hash_ids=hash_ids), attr_delimiter)
     return _summary(tree, {"read_s": round(t1 - t0, 3), "build_s": round(t2 - t1, 3), **timings})
 
 
 def cluster_tree(item_input_path: str, item_id_field: str, embedding_field: str,
                  tree_output_dir: str | os.PathLike[str], node_edge_output_file: str | os.PathLike[str] | None = None,
                  attr_fields: list[str] | None = None, raw_attr_fields: list[str] | None = None, n_cluster: int = 2,
-                 parallel: int = 1, seed: int = 0, hash_ids: bool = False, overwrite: bool = False) -> dict[str, Any]:
+                 parallel: int = 1, seed: int = 0, hash_ids: bool = False, overwrite: bool = False,
+                 attr_delimiter: str = ",") -> dict[str, Any]:
     """Build the learnt tree (balanced recursive k-means on embeddings) and write it."""
     from rectool.tree.kmeans import DEFAULT_ITERS, DEFAULT_SAMPLE_CAP, balanced_kmeans_codes
 
     attr_fields, raw_attr_fields = list(attr_fields or []), list(raw_attr_fields or [])
+    node_attrs.check_attr_delimiter(attr_delimiter)
     tree_dir, table_dir = _check_common(n_cluster, tree_output_dir, node_edge_output_file, overwrite)
     if parallel < 1:
         raise UserError(f"--parallel {parallel}: give at least 1 worker process")
     t0 = time.perf_counter()
     items = read_items(item_input_path, [item_id_field, embedding_field, *attr_fields, *raw_attr_fields])
     node_attrs.check_attr_types(items.schema, attr_fields, raw_attr_fields, item_input_path)
-    node_attrs.check_attr_values(items, attr_fields, item_input_path)
+    node_attrs.check_attr_values(items, attr_fields, item_input_path, attr_delimiter)
     ids = item_ids(items, item_id_field, hash_ids, item_input_path)
     emb = vectors(items[embedding_field], ids, item_input_path, embedding_field)
     items = items.drop_columns([embedding_field]) if embedding_field not in (item_id_field, *attr_fields) else items
@@ -157,5 +166,5 @@ def cluster_tree(item_input_path: str, item_id_field: str, embedding_field: str,
                 seed=seed, parallel=parallel, kmeans_iters=DEFAULT_ITERS, kmeans_sample_cap=DEFAULT_SAMPLE_CAP,
                 hash_ids=hash_ids)
     timings = _write(tree, items, tree.leaf_index(ids), item_id_field, attr_fields, raw_attr_fields, tree_dir,
-                     table_dir, overwrite, meta)
+                     table_dir, overwrite, meta, attr_delimiter)
     return _summary(tree, {"read_s": round(t1 - t0, 3), "cluster_s": round(t2 - t1, 3), **timings})

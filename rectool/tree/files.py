@@ -6,7 +6,8 @@ level left to right, i.e. by ascending code):
 ``node_table.txt``
     header ``id:int64<TAB>weight:float<TAB>feature:string``; first row
     ``-1<TAB>1.0<TAB>-1,<root id>[,<root attrs>]`` (graph-learn's entry to the root); then
-    per node ``<id><TAB>1.0<TAB><level>,<id>[,<attrs>,...][,<raw attrs>,...]``.
+    per node ``<id><TAB>1.0<TAB><level>,<id>[,<attrs>,...][,<raw attrs>,...]`` (the values of
+    each group joined by the attribute delimiter, ``,`` unless ``--attr-delimiter`` says otherwise).
 ``edge_table.txt``
     header ``src_id:int64<TAB>dst_id:int64<TAB>weight:float``; per leaf (level order), one
     row ``<leaf id><TAB><ancestor id><TAB>1.0`` per ancestor except the root, nearest first.
