@@ -7,7 +7,8 @@ Layout under ``model_dir``::
     loader_workers.txt       the loader process count (``num_workers: auto`` resolved once: it fixes the batch order)
     checkpoints/ckpt-00001000.pt   every ``checkpoint_minutes`` (5) or ``checkpoint_every`` steps and at the end;
                              the last K kept
-    checkpoints/best.pt      the best by ``train.best_metric``
+    checkpoints/best.pt      the best by ``train.best_metric`` (also what ``train.init_checkpoint`` takes from a
+                             model_dir: ``resolve_init``)
     metrics.jsonl            one JSON line per log / eval event
     tensorboard/             TensorBoard event files
 
@@ -110,3 +111,18 @@ def resolve(model_dir: Path, which: str) -> Path:
             return best
         return resolve(model_dir, "latest")
     return Path(which)
+
+
+def resolve_init(where: str) -> Path:
+    """``train.init_checkpoint`` -> a checkpoint file: the file itself, or a model_dir's best (else latest)."""
+    path = Path(where)
+    if path.is_file():
+        return path
+    if path.is_dir():
+        best = checkpoint_dir(path) / "best.pt"
+        found = [best] if best.is_file() else list_checkpoints(path)[-1:]
+        if not found:
+            raise UserError(f"train.init_checkpoint {path}: a directory without checkpoints (give a checkpoint "
+                            "file or a trained model_dir)")
+        return found[0]
+    raise UserError(f"train.init_checkpoint {path}: no such file or directory")

@@ -67,11 +67,27 @@ class DenseOptimizer(Strict):
 
 
 class SparseOptimizer(Strict):
-    type: Literal["sparse_adam", "adagrad", "rowwise_adagrad", "dense"] = Field(
-        default="sparse_adam", description="dense: embedding tables join the dense optimizer")
+    type: Literal["sparse_adam", "adamw", "adagrad", "rowwise_adagrad", "dense"] = Field(
+        default="sparse_adam", description="adamw: lazy Adam with decoupled weight decay of the touched rows; "
+                                           "dense: embedding tables join the dense optimizer")
     lr: float = Field(default=1e-3, gt=0)
     eps: float = Field(default=1e-8, gt=0)
     initial_accumulator_value: float = Field(default=0.0, ge=0, description="adagrad variants")
+    weight_decay: float | None = Field(default=None, ge=0, description="adamw only (default 0.01): each step, "
+                                                                       "the rows it touched are multiplied by "
+                                                                       "1 - lr * weight_decay")
+
+    @model_validator(mode="after")
+    def _decay_needs_adamw(self) -> SparseOptimizer:
+        if self.weight_decay is not None and self.type != "adamw":
+            raise ValueError(f"weight_decay is applied by type adamw only (type is {self.type}); set type: adamw "
+                             "or remove weight_decay")
+        return self
+
+    @property
+    def decay(self) -> float:
+        """The weight decay ``adamw`` applies (0.01, torch's AdamW default, when not given)."""
+        return 0.01 if self.weight_decay is None else self.weight_decay
 
 
 class OptimizerConfig(Strict):
@@ -102,6 +118,11 @@ class TrainConfig(Strict):
     best_metric: str = "auc"
     best_mode: Literal["max", "min"] = "max"
     threads: int | None = Field(default=None, gt=0, description="torch intra-op threads (default: all cores)")
+    init_checkpoint: str | None = Field(
+        default=None, description="warm start: a checkpoint file, or a model_dir (its best, else latest "
+                                  "checkpoint), whose embedding tables and layers of the same names and shapes "
+                                  "initialise a fresh run (optimiser state starts fresh); a run resuming from "
+                                  "this model_dir's own checkpoint ignores it")
 
 
 class EvalConfig(Strict):
@@ -111,7 +132,7 @@ class EvalConfig(Strict):
 
 
 # the feature groups each model reads by name (retrieval models name theirs in model.user_group/item_group)
-GROUPS_READ = {"wide_and_deep": ("wide", "deep"), "deepfm": ("deep",), "dcn_v2": ("deep",)}
+GROUPS_READ = {"wide_and_deep": ("wide", "deep"), "deepfm": ("deep",), "dcn_v2": ("deep",), "dnn": ("deep",)}
 
 
 class Config(Strict):

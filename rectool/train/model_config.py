@@ -1,6 +1,6 @@
 """The ``model`` section of a training config: one frozen class per model type, told apart by ``type``.
 
-Ranking models (wide_and_deep, deepfm, din, dcn_v2) learn from ``data.label``; retrieval models
+Ranking models (dnn, wide_and_deep, deepfm, din, dcn_v2) learn from ``data.label``; retrieval models
 (two_tower, mind) and pair scorers (tdm, nann) learn from the target item id (``needs_label``
 False). ``rectool.train.config.Config`` holds one ``ModelConfig``; the model classes of
 ``rectool.train.models`` are built from it.
@@ -29,6 +29,12 @@ class _ModelBase(Strict):
 
     num_class: int = Field(default=1, ge=1, description="1: binary (BCE); >1: softmax over classes")
     deep: MLPConfig = Field(default_factory=MLPConfig)
+
+
+class DNNConfig(_ModelBase):
+    """A plain MLP over the ``deep`` group (DeepCTR's DNN): the baseline the other ranking models extend."""
+
+    type: Literal["dnn"]
 
 
 class WideAndDeepConfig(_ModelBase):
@@ -71,8 +77,24 @@ class NegativesConfig(Strict):
 
 
 class RetrievalLossConfig(Strict):
+    """How the towers are trained, over each row's target and its negatives (the other targets of the batch
+    with ``in_batch``, plus ``negatives.count`` sampled items), scores s = u·v / temperature:
+
+    * ``listwise`` (default): sampled softmax, cross-entropy of the target among its negatives, each
+      negative's logit corrected by log-Q (``log_q``);
+    * ``pointwise``: binary cross-entropy, the target labelled 1 and every negative 0, averaged over
+      all these pairs (Torch-RecHub's point-wise mode);
+    * ``pairwise``: BPR, -log σ(s⁺ - s⁻) averaged over the row's negatives, then over rows.
+
+    ``log_q`` applies to ``listwise`` only (it corrects the softmax's sampling bias); the other two
+    score the raw s. A negative equal to the row's target is left out in every mode.
+    """
+
+    mode: Literal["listwise", "pointwise", "pairwise"] = Field(
+        default="listwise", description="listwise: sampled softmax; pointwise: BCE; pairwise: BPR")
     in_batch: bool = True
-    log_q: bool = Field(default=True, description="subtract log(sampling probability) from each negative's logit")
+    log_q: bool = Field(default=True, description="listwise: subtract log(sampling probability) from each "
+                                                  "negative's logit")
     temperature: float = Field(default=0.05, gt=0)
     negatives: NegativesConfig = Field(default_factory=NegativesConfig)
 
@@ -105,7 +127,11 @@ class RepeatConfig(Strict):
 
 
 class TwoTowerConfig(_RetrievalBase):
-    """DSSM / YouTube-DNN: user tower over user features and the pooled history, item tower over the item."""
+    """DSSM / YouTube-DNN: user tower over user features and the pooled history, item tower over the item.
+
+    Trained list-wise (sampled softmax, the default), point-wise (BCE) or pair-wise (BPR): ``loss.mode``,
+    see ``RetrievalLossConfig``.
+    """
 
     type: Literal["two_tower"]
     history_pooling: Literal["mean", "attention"] = Field(
@@ -161,5 +187,5 @@ class NANNConfig(_CandidateBase):
     adv_weight: float = Field(default=1.0, ge=0, description="weight of KL(clean || perturbed)")
 
 
-ModelConfig = Annotated[WideAndDeepConfig | DeepFMConfig | DINConfig | DCNv2Config | TwoTowerConfig | MINDConfig
-                        | TDMConfig | NANNConfig, Field(discriminator="type")]
+ModelConfig = Annotated[WideAndDeepConfig | DeepFMConfig | DINConfig | DCNv2Config | DNNConfig | TwoTowerConfig
+                        | MINDConfig | TDMConfig | NANNConfig, Field(discriminator="type")]

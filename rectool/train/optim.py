@@ -5,6 +5,12 @@ Sparse choices (``optimizer.sparse.type``), applied to sparse row gradients:
 * ``sparse_adam``: lazy Adam (only rows seen in a batch move), ``torch.optim.SparseAdam``'s
   update; on the CPU its row bookkeeping runs in numba kernels (``rectool.train.sparse_kernels``),
   several times faster than torch's sort-based ``coalesce`` and sparse adds;
+* ``adamw``: the same lazy Adam with AdamW's decoupled weight decay (``weight_decay``, default
+  0.01), applied like the moments to the rows a batch touched only: w_r <- (1 - lr·wd)·w_r,
+  then the Adam step. A row no batch touches keeps its value, so a rare id is not decayed
+  towards zero by steps that never saw it. Under several processes the decay applies to the rows
+  any rank touched (``distributed.average_row_grads`` gives every rank that union), so all ranks
+  stay equal;
 * ``adagrad``: ``torch.optim.Adagrad`` (element-wise accumulators);
 * ``rowwise_adagrad``: one accumulator per row (the mean of its squared gradient), as in
   FBGEMM / TorchRec: a D-times smaller state for large tables;
@@ -51,7 +57,11 @@ class _RowScratch:
 
 
 class LazyAdam(torch.optim.SparseAdam):
-    """``torch.optim.SparseAdam`` with the CPU path in numba kernels; same state, same update."""
+    """``torch.optim.SparseAdam`` with the CPU path in numba kernels; same state, same update.
+
+    A param group's ``weight_decay`` (``LazyAdamW``; absent or 0 here) is AdamW's decoupled decay
+    of the touched rows.
+    """
 
     def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
                  eps: float = 1e-8) -> None:
@@ -64,6 +74,7 @@ class LazyAdam(torch.optim.SparseAdam):
                                                or not p.is_contiguous())
                        for g in self.param_groups for p in g["params"])
         if fallback:
+            self._decay_touched_rows()
             return super().step(closure)
         loss = None
         if closure is not None:
@@ -86,8 +97,40 @@ class LazyAdam(torch.optim.SparseAdam):
                 step = state["step"]
                 step_size = float(group["lr"]) * math.sqrt(1 - beta2 ** step) / (1 - beta1 ** step)
                 lazy_adam_rows(p.detach().numpy(), state["exp_avg"].numpy(), state["exp_avg_sq"].numpy(),
-                               rows.numpy(), summed.numpy(), beta1, beta2, group["eps"], step_size)
+                               rows.numpy(), summed.numpy(), beta1, beta2, group["eps"], step_size, _keep(group))
         return loss
+
+    def _decay_touched_rows(self) -> None:
+        """torch's path (GPU, other dtypes): the decoupled decay of the rows in each sparse gradient, before
+        ``SparseAdam``'s step (the order of ``torch.optim.AdamW``; the Adam step does not read the weights)."""
+        for group in self.param_groups:
+            keep = _keep(group)
+            if keep == 1.0:
+                continue
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                rows = p.grad.coalesce().indices()[0] if p.grad.is_sparse else \
+                    torch.nonzero(p.grad.abs().sum(1), as_tuple=True)[0]
+                p.index_copy_(0, rows, p.index_select(0, rows) * keep)
+
+
+def _keep(group: dict) -> float:
+    """1 - lr·weight_decay: the factor AdamW's decoupled decay multiplies a weight by (1.0: no decay)."""
+    return 1.0 - float(group["lr"]) * float(group.get("weight_decay", 0.0))
+
+
+class LazyAdamW(LazyAdam):
+    """Lazy AdamW: ``LazyAdam`` plus decoupled weight decay of the touched rows (``weight_decay``)."""
+
+    def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8, weight_decay: float = 0.01) -> None:
+        if weight_decay < 0:
+            raise ValueError(f"weight_decay must be >= 0, got {weight_decay}")
+        super().__init__(params, lr=lr, betas=betas, eps=eps)
+        self.defaults["weight_decay"] = weight_decay
+        for group in self.param_groups:
+            group.setdefault("weight_decay", weight_decay)
 
 
 class RowWiseAdagrad(torch.optim.Optimizer):
@@ -132,6 +175,8 @@ def build_optimizers(model: nn.Module, embedding_params: list[nn.Parameter], cfg
     if tables:
         if s.type == "sparse_adam":
             opts.append(LazyAdam(tables, lr=s.lr, eps=s.eps))
+        elif s.type == "adamw":
+            opts.append(LazyAdamW(tables, lr=s.lr, eps=s.eps, weight_decay=s.decay))
         elif s.type == "adagrad":
             opts.append(torch.optim.Adagrad(tables, lr=s.lr, eps=s.eps,
                                             initial_accumulator_value=s.initial_accumulator_value))

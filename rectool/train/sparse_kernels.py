@@ -7,10 +7,12 @@ two linear passes, with a per-table scratch array (``slot``: -1, or a row's plac
 step's unique rows) instead of a sort:
 
     rows, summed = coalesce_rows(indices, values, slot)   # unique rows, first-seen order
-    lazy_adam_rows(weight, exp_avg, exp_avg_sq, rows, summed, beta1, beta2, eps, step_size)
+    lazy_adam_rows(weight, exp_avg, exp_avg_sq, rows, summed, beta1, beta2, eps, step_size, keep)
 
 ``lazy_adam_rows`` is ``torch.optim.SparseAdam``'s update (moments and weights move only
-on the rows of this step). Checked against torch in ``tests/test_optim.py``.
+on the rows of this step); ``keep`` = 1 - lr·weight_decay makes it AdamW's (decoupled decay,
+also only on those rows; 1.0 for Adam). Checked against torch in ``tests/test_optim.py`` and
+``tests/test_training_parity.py``.
 """
 
 from __future__ import annotations
@@ -52,8 +54,12 @@ def coalesce_rows(indices: np.ndarray, values: np.ndarray, slot: np.ndarray) -> 
 
 @numba.njit(cache=True, error_model="numpy")  # no zero-division branch: the loop vectorises
 def lazy_adam_rows(weight: np.ndarray, exp_avg: np.ndarray, exp_avg_sq: np.ndarray, rows: np.ndarray,
-                   grads: np.ndarray, beta1: float, beta2: float, eps: float, step_size: float) -> None:
-    """Adam on ``rows`` only, in place: m += (1-β1)(g-m); v += (1-β2)(g²-v); w -= step_size·m/(√v+ε)."""
+                   grads: np.ndarray, beta1: float, beta2: float, eps: float, step_size: float,
+                   keep: float) -> None:
+    """Adam(W) on ``rows`` only, in place: m += (1-β1)(g-m); v += (1-β2)(g²-v); w = keep·w - step_size·m/(√v+ε).
+
+    ``keep`` is 1 - lr·weight_decay (AdamW's decoupled decay) or 1.0 (Adam: w·1.0 is w, bit for bit).
+    """
     dim = grads.shape[1]
     for j in range(rows.shape[0]):
         r = rows[j]
@@ -63,4 +69,4 @@ def lazy_adam_rows(weight: np.ndarray, exp_avg: np.ndarray, exp_avg_sq: np.ndarr
             v = exp_avg_sq[r, d] + (g * g - exp_avg_sq[r, d]) * (1.0 - beta2)
             exp_avg[r, d] = m
             exp_avg_sq[r, d] = v
-            weight[r, d] -= step_size * m / (math.sqrt(v) + eps)
+            weight[r, d] = weight[r, d] * keep - step_size * m / (math.sqrt(v) + eps)

@@ -14,7 +14,9 @@ step -> lr schedule. Every ``log_every`` steps the mean loss (all-reduced) is lo
 every ``eval_every`` steps and at the end the eval set is scored on all ranks and the
 predictions gathered for AUC / GAUC / logloss. Rank 0 alone logs and checkpoints.
 Rerunning the same command resumes from the latest checkpoint, at the same data
-position and RNG state, and ends where an uninterrupted run ends.
+position and RNG state, and ends where an uninterrupted run ends. A fresh run (no checkpoint
+of its own) with ``train.init_checkpoint`` starts from another run's weights
+(``rectool.train.warmstart``); its own checkpoint, once there is one, takes precedence.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import yaml
 from torch.nn.parallel import DistributedDataParallel
 
 from rectool import console
@@ -45,6 +48,7 @@ from rectool.train.models import MODELS, build_model
 from rectool.train.models.base import Model
 from rectool.train.optim import build_optimizers, build_schedulers
 from rectool.train.schema import build_input_spec, normalizer_stats
+from rectool.train.warmstart import warm_start
 
 
 class _Log:
@@ -162,6 +166,20 @@ def evaluate(model: Model, loader: Loader, cfg: Config, dist: D.Dist) -> dict[st
     return module.eval_metrics(arrays, cfg) | {"rows": int(rows)}
 
 
+def _same_config(saved: str, cfg: Config) -> bool:
+    """Whether a model_dir's config.yaml is ``cfg``: compared validated, so a key rectool added since
+    (written out with its default now, absent from an older config.yaml) does not stop a resume, nor
+    does ``train.init_checkpoint`` (a resume does not read it)."""
+    if saved == dump_config(cfg):
+        return True
+    try:
+        old = Config.model_validate(yaml.safe_load(saved))
+    except Exception:  # noqa: BLE001 (a config.yaml this version cannot read is another config)
+        return False
+    init = {"init_checkpoint": cfg.train.init_checkpoint}
+    return old.model_copy(update={"train": old.train.model_copy(update=init)}) == cfg
+
+
 def _prepare_model_dir(cfg: Config, spec: InputSpec, dist: D.Dist, resume: bool) -> Path:
     model_dir = Path(cfg.train.model_dir)
     existing = ckpt.list_checkpoints(model_dir)
@@ -173,7 +191,7 @@ def _prepare_model_dir(cfg: Config, spec: InputSpec, dist: D.Dist, resume: bool)
         if existing and not resume:
             raise UserError(f"train.model_dir {model_dir}: already holds checkpoints; resume (drop --no-resume) "
                             "or choose a new model_dir")
-        if existing and saved.is_file() and saved.read_text() != dump_config(cfg):
+        if existing and saved.is_file() and not _same_config(saved.read_text(), cfg):
             old, new = saved.read_text().splitlines(), dump_config(cfg).splitlines()
             diff = next((f"'{a.strip()}' -> '{b.strip()}'" for a, b in zip(old, new) if a != b), "length differs")
             raise UserError(f"train.model_dir {model_dir}: its checkpoints come from another config ({diff}); "
@@ -245,6 +263,10 @@ def _train(cfg: Config, dist: D.Dist, resume: bool) -> dict[str, Any]:
                              num_workers=min(workers, 1), seed=cfg.train.seed, shuffle=False, shuffle_buffer=0,
                              drop_remainder=False, rank=dist.rank, world=dist.world, keys=keys,
                              what="data.eval_input", max_rows=cfg.eval.max_rows)
+    # warm start: only for a fresh run (its own checkpoints win); a bad path stops here, in one line
+    init = None
+    if cfg.train.init_checkpoint and not (resume and ckpt.list_checkpoints(Path(cfg.train.model_dir))):
+        init = ckpt.resolve_init(cfg.train.init_checkpoint)
     model_dir = _prepare_model_dir(cfg, spec, dist, resume)
     steps_per_epoch = [train_loader.steps_per_epoch(e) for e in range(cfg.train.epochs)]
     total_steps = sum(steps_per_epoch)
@@ -277,6 +299,9 @@ def _train(cfg: Config, dist: D.Dist, resume: bool) -> dict[str, Any]:
         console.log(f"resuming from {found[-1]} (step {step}, epoch {epoch0}, batch {skip})")
     else:
         console.log(f"starting fresh: no checkpoint in {model_dir}")
+        if init is not None:  # every rank loads the same file: the ranks stay equal
+            warm = warm_start(module, init)
+            warm.report()
 
     log = _Log(model_dir, dist.is_main, step if found else None)
     last_saved = step if found else -1
@@ -388,4 +413,6 @@ def _train(cfg: Config, dist: D.Dist, resume: bool) -> dict[str, Any]:
     summary.update({f"eval_{k}": round(v, 5) if isinstance(v, float) else v for k, v in eval_metrics.items()})
     if best is not None:
         summary[f"best_{cfg.train.best_metric}"] = round(best, 5)
+    if not found and init is not None:
+        summary.update(init_checkpoint=str(init), init_loaded=len(warm.loaded))
     return summary

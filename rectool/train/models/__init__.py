@@ -1,6 +1,6 @@
 """Models, one small file each naming its paper; ``build_model`` picks by ``model.type``.
 
-Ranking: wide_and_deep, deepfm, din, dcn_v2. Retrieval: two_tower (DSSM / YouTube-DNN), mind;
+Ranking: dnn, wide_and_deep, deepfm, din, dcn_v2. Retrieval: two_tower (DSSM / YouTube-DNN), mind;
 pair scorers searched by tree or graph (``pair``): tdm, nann.
 """
 
@@ -12,6 +12,7 @@ from rectool.train.models.base import Model
 from rectool.train.models.dcn_v2 import DCNv2
 from rectool.train.models.deepfm import DeepFM
 from rectool.train.models.din import DIN
+from rectool.train.models.dnn import DNN
 from rectool.train.models.mind import MIND
 from rectool.train.models.nann import NANN
 from rectool.train.models.tdm import TDM
@@ -23,6 +24,7 @@ MODELS: dict[str, type[Model]] = {
     "deepfm": DeepFM,
     "din": DIN,
     "dcn_v2": DCNv2,
+    "dnn": DNN,
     "two_tower": TwoTower,
     "mind": MIND,
     "tdm": TDM,

@@ -7,7 +7,10 @@ optionally, over M extra items drawn uniformly or by popularity^α for the whole
 Each negative's logit has log(expected count) subtracted (log-Q correction: in-batch
 items appear with their training frequency, sampled ones with the sampler's
 probability), a batch item equal to the row's target is masked, and the loss is the
-softmax cross-entropy of the target.
+softmax cross-entropy of the target. That is ``model.loss.mode: listwise`` (the default); over
+the same targets and negatives, ``pointwise`` is binary cross-entropy (target 1, each negative 0,
+averaged over the pairs) and ``pairwise`` BPR (-log σ(s⁺ - s⁻), averaged over a row's negatives,
+then over rows), both on the raw s = u·v/τ (log-Q corrects the softmax only).
 
 With ``model.repeat`` (two-tower), a candidate found c times in the user's history sequence
 gets ``bonus[min(c, max_count)] / τ`` on top of u·v/τ (learned, ``bonus[0] = 0``): the
@@ -215,35 +218,60 @@ class RetrievalModel(Model):
     def logits(self, out: dict[str, torch.Tensor], batch: dict[str, torch.Tensor],
                sample: bool = True) -> torch.Tensor:
         """[B, B (+ M)] corrected logits; the target of row i is column i."""
+        return self.scores(out, batch, sample, self.mcfg.loss.log_q)[0]
+
+    def scores(self, out: dict[str, torch.Tensor], batch: dict[str, torch.Tensor], sample: bool = True,
+               log_q: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """([B, B (+ M)] logits, the same-shaped mask of the entries that are not row i's negatives, the
+        target's column i included); masked entries are -1e9. ``log_q``: corrected (the listwise logits)."""
         loss_cfg = self.mcfg.loss
         v = out["item"]
         u = self.pair_user(out["user"], v)
         ids = batch[self.mcfg.item_id]
         b = u.shape[0]
-        parts = []
+        parts, masks = [], []
+        eye = torch.eye(b, dtype=torch.bool, device=ids.device)
         repeat = self.repeat_scores(batch, ids)
         if loss_cfg.in_batch or not sample:
             logits = (u @ v.t() + (0 if repeat is None else repeat)) / loss_cfg.temperature
-            if loss_cfg.log_q:
+            if log_q:
                 logits = logits - (self._log_freq(ids) + math.log(b)).unsqueeze(0)
-            same = (ids.unsqueeze(1) == ids.unsqueeze(0)) & ~torch.eye(b, dtype=torch.bool, device=ids.device)
+            same = (ids.unsqueeze(1) == ids.unsqueeze(0)) & ~eye
             parts.append(logits.masked_fill(same, -1e9))
+            masks.append(same | eye)
         else:  # the target's own logit, then only sampled negatives
             own = ((u * v).sum(-1) + (0 if repeat is None else repeat.diagonal())) / loss_cfg.temperature
             parts.append(torch.full((b, b), -1e9, device=u.device).diagonal_scatter(own))
+            masks.append(torch.ones_like(eye))
         if sample and self.n_neg:
             nv, nids, logq = self._negatives(u.device)
             repeat = self.repeat_scores(batch, nids)
             logits = (u @ nv.t() + (0 if repeat is None else repeat)) / loss_cfg.temperature
-            if loss_cfg.log_q:
+            if log_q:
                 logits = logits - logq.unsqueeze(0)
-            parts.append(logits.masked_fill(nids.unsqueeze(0) == ids.unsqueeze(1), -1e9))
-        return torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
+            same = nids.unsqueeze(0) == ids.unsqueeze(1)
+            parts.append(logits.masked_fill(same, -1e9))
+            masks.append(same)
+        if len(parts) == 1:
+            return parts[0], masks[0]
+        return torch.cat(parts, dim=1), torch.cat(masks, dim=1)
 
     def loss(self, out: dict[str, torch.Tensor], batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        logits = self.logits(out, batch)
-        target = torch.arange(logits.shape[0], device=logits.device)
-        return F.cross_entropy(logits, target)
+        mode = self.mcfg.loss.mode
+        if mode == "listwise":
+            logits = self.logits(out, batch)
+            target = torch.arange(logits.shape[0], device=logits.device)
+            return F.cross_entropy(logits, target)
+        scores, not_negative = self.scores(out, batch)
+        b = scores.shape[0]
+        positive = scores.diagonal()  # [B]: row i's target is column i
+        negative = ~not_negative
+        if mode == "pointwise":  # BCE over every (row, target) and (row, negative) pair
+            pairs = F.softplus(-positive).sum() + (F.softplus(scores) * negative).sum()
+            return pairs / (b + negative.sum())
+        # pairwise (BPR): -log σ(s⁺ - s⁻) = softplus(s⁻ - s⁺), a row's mean over its negatives
+        per_row = (F.softplus(scores - positive.unsqueeze(1)) * negative).sum(1) / negative.sum(1).clamp(min=1)
+        return per_row.mean()
 
     # -- evaluation and export ----------------------------------------------------------------
 
