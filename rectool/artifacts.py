@@ -1,10 +1,11 @@
-"""The artifact layer every command uses: read parquet, write outputs atomically.
+"""The artifact layer every command uses: read parquet (or ORC), write outputs atomically.
 
 Reading
     ``open_dataset(path)`` accepts a directory (hive-partitioned or flat), a file,
     a glob, or ``-`` (an Arrow IPC stream on stdin) and returns a
     ``pyarrow.dataset.Dataset``. Files whose names start with ``.`` or ``_``
-    (temp siblings, ``_meta.json``) are ignored.
+    (temp siblings, ``_meta.json``) are ignored. ``.orc`` files (RecIS's, Hive's) are read
+    as ORC, every other file as parquet; one input holds one format (``table_files``).
 
 Writing
     ``atomic_dir(path, overwrite)`` yields a temp sibling directory; only when the
@@ -49,10 +50,12 @@ from rectool import __version__
 from rectool.badinput import first_line, unreadable
 from rectool.commit import commit, remove, sweep_leftovers
 from rectool.errors import UserError
+from rectool.tablefile import ORC_SUFFIX, format_name, format_of
 
 META_FILE = "_meta.json"
 STDIO = "-"
 PARQUET_COMPRESSION = "zstd"
+TABLE_SUFFIXES = (".parquet", ORC_SUFFIX)
 
 
 # ----------------------------------------------------------------------------- reading
@@ -76,35 +79,48 @@ def expand_paths(spec: str | os.PathLike[str], what: str = "input") -> list[Path
     return [path]
 
 
-def parquet_files(paths: Sequence[Path]) -> list[str]:
+def table_files(paths: Sequence[Path], label: str = "input") -> list[str]:
+    """The parquet or ORC files of ``paths``: a directory's ``*.parquet`` / ``*.orc`` files (names
+    starting with ``.`` or ``_`` skipped, hive folders included), a file as given. One input holds
+    one format (the suffix: ``.orc`` is ORC, anything else parquet); a mix is a one-line error."""
     files: list[str] = []
     for p in paths:
         if p.is_dir():
             files += sorted(
-                str(f) for f in p.rglob("*.parquet")
-                if not any(part.startswith((".", "_")) for part in f.relative_to(p).parts)
+                str(f) for f in p.rglob("*") if f.suffix.lower() in TABLE_SUFFIXES and f.is_file()
+                and not any(part.startswith((".", "_")) for part in f.relative_to(p).parts)
             )
         elif not p.name.startswith((".", "_")):
             files.append(str(p))
+    orc = [f for f in files if format_of(f) == "orc"]
+    if orc and len(orc) < len(files):
+        other = next(f for f in files if format_of(f) != "orc")
+        raise UserError(f"{label}: holds both ORC and parquet files ({orc[0]}, {other}); an input is read in "
+                        "one format: move the files of the other one out of it")
     return files
 
 
+parquet_files = table_files  # the name callers used before ORC was read
+
+
 def open_dataset(spec: str | os.PathLike[str], what: str = "input") -> pads.Dataset:
-    """A parquet dataset from a directory, file, glob or ``-`` (Arrow IPC on stdin)."""
+    """A parquet or ORC dataset from a directory, file, glob or ``-`` (Arrow IPC on stdin)."""
     if os.fspath(spec) == STDIO:
         return pads.dataset(read_ipc_stdin())
     paths = expand_paths(spec, what)
-    files = parquet_files(paths)
+    label = f"{what} {os.fspath(spec)}"
+    files = table_files(paths, label)
     if not files:
-        raise UserError(f"{what} {os.fspath(spec)}: holds no parquet file; give a directory written by rectool, "
-                        "a .parquet file or a glob")
+        raise UserError(f"{label}: holds no parquet or ORC file; give a directory written by rectool, "
+                        "a .parquet or .orc file or a glob")
+    fmt = format_of(files[0])
     # hive partitions (dt=2014-12-18/) are recovered relative to the directory given
     base = str(paths[0]) if len(paths) == 1 and paths[0].is_dir() else None
     try:
-        return pads.dataset(files, format="parquet", partitioning="hive", partition_base_dir=base)
+        return pads.dataset(files, format=fmt, partitioning="hive", partition_base_dir=base)
     except (pa.ArrowInvalid, OSError) as exc:
-        raise unreadable(exc, [(f"{what} {os.fspath(spec)}", files)]) or UserError(
-            f"{what} {os.fspath(spec)}: not readable as parquet ({first_line(exc)})") from exc
+        raise unreadable(exc, [(label, files)]) or UserError(
+            f"{label}: not readable as {format_name(files[0])} ({first_line(exc)})") from exc
 
 
 def read_table(spec: str | os.PathLike[str], columns: Sequence[str] | None = None, what: str = "input") -> pa.Table:

@@ -6,8 +6,8 @@ Quoting input text
     binary file given as CSV never pours control characters onto the terminal.
     ``printable(text)`` does the same without the quotes (for a library's own error text).
 
-Unreadable parquet
-    A parquet file can be zero bytes, truncated or hold a corrupt page. pyarrow notices
+Unreadable parquet or ORC
+    A parquet (or ORC) file can be zero bytes, truncated or hold a corrupt page. pyarrow notices
     the first two when a dataset is opened (``artifacts.open_dataset``), a corrupt page
     only when its rows are read, and DuckDB in the middle of a query; their messages may
     not name the file and may hold control characters. ``reading(inputs)`` wraps the
@@ -17,7 +17,8 @@ Unreadable parquet
     on this error path) finds unreadable. When no input file is at fault the error is a
     bug and keeps its traceback. ``read_table`` / ``read_batches`` / ``count_rows`` read a
     ``pyarrow.dataset.Dataset`` under that guard, ``guarded`` any other reader's batches (a
-    fragment, a ``ParquetFile``).
+    fragment, a ``rectool.tablefile.TableFile``). The message names the file's format (its
+    suffix): "not readable as parquet" or "not readable as ORC".
 
     ``inputs`` are ``(label, files)`` pairs, the label naming the flag and the path the
     user gave (``"--input out/pred"``).
@@ -40,9 +41,9 @@ from typing import Any, TypeVar
 
 import pyarrow as pa
 import pyarrow.dataset as pads
-import pyarrow.parquet as pq
 
 from rectool.errors import UserError
+from rectool.tablefile import TableFile, format_name, read_schema
 
 T = TypeVar("T")
 _END = object()
@@ -96,9 +97,9 @@ def mismatch(files: Sequence[str]) -> str | None:
     if len(files) < 2:
         return None
     try:
-        first = pq.read_schema(files[0])
+        first = read_schema(files[0])
         for f in files[1:]:
-            schema = pq.read_schema(f)
+            schema = read_schema(f)
             for name in (n for n in schema.names if n in first.names):
                 if schema.field(name).type != first.field(name).type:
                     return (f"{f} has column {name} as {schema.field(name).type} but {files[0]} as "
@@ -112,7 +113,7 @@ def probe(files: Sequence[str]) -> tuple[str, BaseException] | None:
     """The first file pyarrow cannot read to the end, with its error (reads every page: error path only)."""
     for f in files:
         try:
-            for _ in pq.ParquetFile(f).iter_batches(batch_size=65_536):
+            for _ in TableFile(f).iter_batches(batch_size=65_536):
                 pass
         except (pa.ArrowException, OSError) as exc:
             return f, exc
@@ -144,8 +145,8 @@ def _message(label: str, file: str, exc: BaseException) -> UserError:
     reason = first_line(exc)
     for named in {file, os.path.abspath(file)}:  # the message names the file already
         reason = reason.replace(f" '{named}'", "").replace(f" {named}", "")
-    return UserError(f"{where}: not readable as parquet ({reason}); rewrite it with the command that made it, or "
-                     "remove it from the input")
+    return UserError(f"{where}: not readable as {format_name(file)} ({reason}); rewrite it with the command that made "
+                     "it, or remove it from the input")
 
 
 @contextlib.contextmanager

@@ -5,7 +5,9 @@
 
 Inputs: the command's table (rows for ``predict`` and ``embed``, users for ``retrieve``).
 ``Shard.dataset`` deals its row groups to the ranks in contiguous runs of about equal rows
-(rank 0 the first run, rank 1 the next, ...). Each rank computes its run and writes its
+(rank 0 the first run, rank 1 the next, ...); an ORC input's files are dealt whole (a
+dataset cannot cut an ORC file by stripe), so it needs at least as many files as ranks to
+keep every rank busy. Each rank computes its run and writes its
 part files into ``.rank-RRRRR/`` inside one temp directory that rank 0 opened for the
 output (under the output's lock, ``rectool.artifacts``); when every rank has finished,
 rank 0 renames the parts to ``part-RRRRR-NNNNN.parquet`` (so the files in name order hold
@@ -34,8 +36,10 @@ from typing import Any
 import pyarrow.dataset as pads
 
 from rectool.artifacts import META_FILE, atomic_dir
+from rectool.badinput import reading
 from rectool.errors import UserError
 from rectool.launch import PeerFailed
+from rectool.tablefile import TableFile
 
 
 @dataclass(frozen=True)
@@ -73,13 +77,18 @@ class Shard:
                 dist.destroy_process_group()
 
     def dataset(self, ds: pads.Dataset) -> pads.Dataset:
-        """The rows of ``ds`` this rank handles: a contiguous run of its row groups."""
+        """The rows of ``ds`` this rank handles: a contiguous run of its row groups (ORC: of its files)."""
         if not self.enabled:
             return ds
         if not isinstance(ds, pads.FileSystemDataset):
-            raise UserError("--nproc: each process reads its share of a parquet input; stdin cannot be shared")
-        groups = [g for f in ds.get_fragments() for g in f.split_by_row_group()]
-        rows = [g.row_groups[0].num_rows for g in groups]
+            raise UserError("--nproc: each process reads its share of a parquet or ORC input; stdin cannot be shared")
+        if isinstance(ds.format, pads.ParquetFileFormat):
+            groups = [g for f in ds.get_fragments() for g in f.split_by_row_group()]
+            rows = [g.row_groups[0].num_rows for g in groups]
+        else:  # ORC: a dataset fragment cannot be cut by stripe, files are dealt whole
+            groups = list(ds.get_fragments())
+            with reading(("input", [g.path for g in groups])):
+                rows = [TableFile(g.path).num_rows for g in groups]
         total = max(sum(rows), 1)
         mine, start = [], 0
         for g, n in zip(groups, rows):

@@ -78,13 +78,12 @@ def train(
 
 
 def _check_data(cfg) -> None:  # noqa: ANN001
-    import pyarrow.parquet as pq
-
+    from rectool.tablefile import read_schema
     from rectool.train.data import list_files
     from rectool.train.schema import build_input_spec
 
     files = list_files(cfg.data.train_input, "data.train_input")
-    build_input_spec(cfg, pq.read_schema(files[0]), cfg.data.train_input)
+    build_input_spec(cfg, read_schema(files[0]), cfg.data.train_input, files)
 
 
 def config_check(
@@ -110,12 +109,11 @@ def config_check(
         present = False
     files = list_files(cfg.data.train_input, "data.train_input") if present else []
     if files:
-        import pyarrow.parquet as pq
-
+        from rectool.tablefile import read_schema
         from rectool.train.models import build_model
         from rectool.train.schema import build_input_spec, check_id_ranges
 
-        spec = build_input_spec(cfg, pq.read_schema(files[0]), cfg.data.train_input)
+        spec = build_input_spec(cfg, read_schema(files[0]), cfg.data.train_input, files)
         rows["rows_checked"] = check_id_ranges(spec, files)  # ids beyond num_buckets: train would stop on them
         model = build_model(cfg, spec)
         rows["input_columns"] = len(spec.columns)

@@ -1,11 +1,12 @@
-"""Streaming parquet -> batched tensors for training and evaluation.
+"""Streaming parquet or ORC -> batched tensors for training and evaluation.
 
-No per-row Python: row groups (or slices of them, the *units*) are read with pyarrow
-and converted column-wise (``rectool.programs.inputs.to_tensors``); batches are index
-slices of a shuffle buffer.
+No per-row Python: pieces (parquet row groups, ORC stripes: ``rectool.tablefile``) or
+slices of them, the *units*, are read with pyarrow and converted column-wise
+(``rectool.programs.inputs.to_tensors``); batches are index slices of a shuffle buffer.
+Memory holds one piece per unit being read plus the shuffle buffer, whatever the format.
 
-    row groups ──(sliced until there are ≥ 4 × ranks × workers units, down to single rows on
-                  a small input)──► units
+    pieces ──(sliced until there are ≥ 4 × ranks × workers units, down to single rows on
+              a small input)──► units
     units ──(seeded permutation per epoch)──► rank r takes units[r::world]
           ──► loader worker w takes [w::workers] ──► shuffle buffer (≥ ``shuffle_buffer``
           rows, remainder carried over) ──► batches of ``batch_size``
@@ -13,7 +14,7 @@ slices of a shuffle buffer.
 Every choice is seeded by (seed, epoch, rank, worker), and ``torch.utils.data.DataLoader``
 interleaves workers in a fixed order, so the batch sequence of an epoch is a pure
 function of the config: resuming skips the first ``k`` batches and continues exactly.
-``steps_per_epoch`` is computed from parquet metadata, identical on every rank, so all
+``steps_per_epoch`` is computed from the files' footers, identical on every rank, so all
 DDP ranks run the same number of steps (the smallest rank's count).
 """
 
@@ -25,26 +26,28 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from rectool.artifacts import expand_paths, parquet_files
+from rectool.artifacts import expand_paths, table_files
 from rectool.badinput import reading
 from rectool.errors import UserError
-from rectool.programs.inputs import InputSpec, to_tensors
+from rectool.programs.inputs import InputSpec, is_list, single_values, to_tensors
+from rectool.tablefile import TableFile, read_schema
 
 MIN_UNIT_ROWS = 16_384
 
 
 @dataclass(frozen=True)
 class Unit:
-    """Rows [start, stop) of one row group of one file."""
+    """Rows [start, stop) of one piece (row group or stripe) of one file, whose first row is row
+    ``base`` of the file (for messages naming a bad row)."""
 
     file: str
-    row_group: int
+    piece: int
     start: int
     stop: int
+    base: int = 0
 
     @property
     def rows(self) -> int:
@@ -93,38 +96,38 @@ class Layout:
 
 
 def list_files(spec: str, what: str) -> list[str]:
-    """The parquet files of an input, each with a readable footer (zero-byte, truncated and foreign
-    files are refused here, in one line, before any process reads rows)."""
-    files = parquet_files(expand_paths(spec, what))
+    """The parquet or ORC files of an input, each with a readable footer (zero-byte, truncated and
+    foreign files are refused here, in one line, before any process reads rows)."""
+    files = table_files(expand_paths(spec, what), f"{what} {spec}")
     if not files:
-        raise UserError(f"{what} {spec}: holds no parquet file")
+        raise UserError(f"{what} {spec}: holds no parquet or ORC file")
     for f in files:
         with reading((f"{what} {spec}", [f])):
-            pq.read_metadata(f)
+            TableFile(f)
     return files
 
 
-def _read_unit(pf: pq.ParquetFile, unit: Unit, columns: list[str]) -> pa.Table:
-    with reading((unit.file, [unit.file])):  # a corrupt page: its footer was fine
-        return pf.read_row_group(unit.row_group, columns=columns).slice(unit.start, unit.rows)
+def _read_unit(tf: TableFile, unit: Unit, columns: list[str]) -> pa.Table:
+    with reading((unit.file, [unit.file])):  # a corrupt page or stripe: its footer was fine
+        return tf.read_piece(unit.piece, columns).slice(unit.start, unit.rows)
 
 
 def plan_units(files: list[str], parts: int) -> list[Unit]:
-    """Row groups, split into slices when there are fewer than ``parts`` of them."""
-    groups: list[tuple[str, int, int]] = []
+    """Pieces (row groups, stripes), split into slices when there are fewer than ``parts`` of them."""
+    pieces: list[tuple[str, int, int, int]] = []
     for f in files:
         with reading((f, [f])):
-            meta = pq.ParquetFile(f).metadata
-        groups += [(f, i, meta.row_group(i).num_rows) for i in range(meta.num_row_groups)
-                   if meta.row_group(i).num_rows > 0]
-    split = max(1, math.ceil(parts / max(len(groups), 1)))
+            rows = TableFile(f).piece_rows
+        bases = np.concatenate([[0], np.cumsum(rows)]).astype(int)
+        pieces += [(f, i, n, int(bases[i])) for i, n in enumerate(rows) if n > 0]
+    split = max(1, math.ceil(parts / max(len(pieces), 1)))
 
     def cut(min_rows: int) -> list[Unit]:
         units: list[Unit] = []
-        for f, rg, n in groups:
+        for f, i, n, base in pieces:
             k = max(1, min(split, n // min_rows))
             bounds = np.linspace(0, n, k + 1).astype(int)
-            units += [Unit(f, rg, int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
+            units += [Unit(f, i, int(a), int(b), base) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
         return units
 
     units = cut(MIN_UNIT_ROWS)  # slices big enough that reading one is cheap
@@ -164,16 +167,22 @@ class BatchStream(IterableDataset):
         if info is not None:  # loader processes leave the cores to the training process
             torch.set_num_threads(1)
         rng = np.random.default_rng([self.seed, self.epoch, self.rank, worker])
-        files: dict[str, pq.ParquetFile] = {}
+        files: dict[str, TableFile] = {}
         pending: list[dict[str, torch.Tensor]] = []
         held = 0
         for unit in self.worker_units(worker, workers):
-            pf = files.get(unit.file) or files.setdefault(unit.file, pq.ParquetFile(unit.file))
-            table = _read_unit(pf, unit, self.columns)
-            tensors = to_tensors(table, self.spec, source=unit.file)
+            if unit.file not in files:
+                with reading((unit.file, [unit.file])):
+                    files[unit.file] = TableFile(unit.file)
+            table = _read_unit(files[unit.file], unit, self.columns)
+            row = unit.base + unit.start
+            tensors = to_tensors(table, self.spec, source=unit.file, row_base=row)
             for k in self.keys:
+                key = table.column(k).combine_chunks()
+                if is_list(key.type):  # RecIS's 1-element lists
+                    key = single_values(key, k, "the evaluation key", unit.file, row)
                 tensors["key:" + k] = torch.from_numpy(
-                    np.asarray(table.column(k).fill_null(0).to_numpy(), dtype=np.int64))
+                    np.asarray(key.fill_null(0).to_numpy(zero_copy_only=False), dtype=np.int64))
             pending.append(self.layout.pack(tensors))
             held += unit.rows
             if held >= max(self.buffer, self.batch_size):
@@ -207,7 +216,7 @@ class Loader:
                  shuffle: bool, shuffle_buffer: int, drop_remainder: bool, rank: int = 0, world: int = 1,
                  keys: tuple[str, ...] = (), what: str = "data.train_input", max_rows: int | None = None) -> None:
         self.files = list_files(source, what)
-        schema = pq.read_schema(self.files[0])
+        schema = read_schema(self.files[0])
         needed = spec.names + [c for c in (spec.label, spec.weight) if c] + list(keys)
         missing = [c for c in needed if c not in schema.names]
         if missing:
@@ -225,7 +234,7 @@ class Loader:
                 if total >= max_rows:
                     break
                 take = min(u.rows, max_rows - total)
-                kept.append(Unit(u.file, u.row_group, u.start, u.start + take))
+                kept.append(Unit(u.file, u.piece, u.start, u.start + take, u.base))
                 total += take
             self.units = kept
         if not self.units:

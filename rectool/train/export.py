@@ -37,7 +37,7 @@ from torch import nn
 
 from rectool.artifacts import atomic_dir, write_meta
 from rectool.errors import UserError
-from rectool.programs.inputs import LEN_SUFFIX, InputSpec
+from rectool.programs.inputs import InputSpec, example_tensors
 from rectool.programs.manifest import ExportManifest, PartManifest
 from rectool.train import checkpoint as ckpt
 from rectool.train.config import Config
@@ -46,16 +46,7 @@ from rectool.train.models.base import Model
 
 
 def example_inputs(spec: InputSpec, batch: int = 4) -> dict[str, torch.Tensor]:
-    out: dict[str, torch.Tensor] = {}
-    for c in spec.columns:
-        if c.kind in ("int", "string"):
-            out[c.name] = torch.zeros(batch, dtype=torch.int64)
-        elif c.kind == "float":
-            out[c.name] = torch.zeros(batch, dtype=torch.float32)
-        else:
-            out[c.name] = torch.zeros(batch, int(c.width or 1), dtype=torch.int64)
-            out[c.name + LEN_SUFFIX] = torch.ones(batch, dtype=torch.int64)
-    return out
+    return example_tensors(spec, batch)
 
 
 def load_trained(model_dir: Path, which: str = "best") -> tuple[Config, InputSpec, Model, dict[str, Any]]:

@@ -1,13 +1,22 @@
 """The ``features`` section of a training config: one frozen class per feature kind, told apart by ``kind``.
 
 ``id`` (an id column, hashed or bucketed into an embedding table), ``raw`` (a number,
-normalised, optionally bucketized into an embedding), ``cross`` (hashed combinations of
-columns) and ``sequence`` (a list column pooled by a combiner, or kept as a sequence for
-attention). ``Strict`` is the base of every config class: frozen, unknown keys refused.
+normalised, optionally bucketized into an embedding; or a fixed-length list of numbers, a
+multi-dimensional dense input), ``cross`` (hashed combinations of columns) and ``sequence``
+(a list column, or a string of ids joined by ``separator``, pooled by a combiner, or kept as
+a sequence for attention). An ``id`` or ``raw`` feature (and the label) also reads a column
+of 1-element lists, as RecIS writes them. ``Strict`` is the base of every config class:
+frozen, unknown keys refused.
 
     features:
       - {name: user_id, kind: id, hash_bucket_size: 100000, embedding_dim: 16}
+      - {name: dense1, kind: raw, normalizer: zscore}            # list<double> of 8: 8 dense values
       - {name: hist_item_ids, kind: sequence, embedding_name: item, combiner: mean, max_len: 50}
+      - {name: tags, kind: sequence, separator: ";", hash_bucket_size: 1000, embedding_dim: 8, max_len: 20}
+
+Sequence combiners: ``sum``, ``mean``, ``tile`` (the first ``tile_len`` embeddings
+concatenated, RecIS's name; ``concat``, Torch-RecHub's name for it, is read as ``tile``) and
+``none`` (the sequence itself, for attention).
 """
 
 from __future__ import annotations
@@ -16,7 +25,7 @@ import fnmatch
 from collections.abc import Sequence
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class Strict(BaseModel):
@@ -62,7 +71,9 @@ class IdFeature(_IdOptions):
 
 
 class RawFeature(_EmbeddingOptions):
-    """A numeric column: normalised and fed as a dense value, or bucketized to an id."""
+    """A numeric column: normalised and fed as a dense value, or bucketized to an id. On a column of
+    fixed-length lists of numbers (``list<double>`` of 8 values) it is 8 dense values, normalised per
+    component; on a column of 1-element lists, the one value."""
 
     kind: Literal["raw"]
     name: str
@@ -116,20 +127,30 @@ class CrossFeature(_EmbeddingOptions):
 
 
 class SequenceFeature(_IdOptions):
-    """A list<id> column (most recent last), truncated to ``max_len`` and padded."""
+    """A list<id> column (most recent last), truncated to ``max_len`` and padded. With ``separator``
+    it also reads a string column of joined ids (``"1;2;3"``, TorchEasyRec's data; ``""`` is an empty
+    sequence): integer ids, or any string hashed when the feature has ``hash_bucket_size``."""
 
     kind: Literal["sequence"]
     name: str
     input: str | None = None
     max_len: int = Field(gt=0)
     truncate: Literal["keep_last", "keep_first"] = "keep_last"
-    combiner: Literal["sum", "mean", "tile", "none"] = "mean"
+    combiner: Literal["sum", "mean", "tile", "none"] = Field(
+        default="mean", description="sum, mean, tile (concat: the same), none (kept for attention)")
     tile_len: int | None = Field(default=None, gt=0)
+    separator: str | None = Field(default=None, min_length=1,
+                                  description="the column is a string of ids joined by it (default: a list column)")
+
+    @field_validator("combiner", mode="before")
+    @classmethod
+    def _concat_is_tile(cls, value: object) -> object:
+        return "tile" if value == "concat" else value  # Torch-RecHub's name for tile
 
     @model_validator(mode="after")
     def _tile(self) -> SequenceFeature:
         if self.combiner == "tile" and self.tile_len is None:
-            raise ValueError("combiner tile needs tile_len")
+            raise ValueError("combiner tile needs tile_len (concat is tile)")
         if self.combiner != "tile" and self.tile_len is not None:
             raise ValueError("tile_len is only used with combiner tile")
         if self.tile_len is not None and self.tile_len > self.max_len:

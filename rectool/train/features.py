@@ -16,7 +16,12 @@ Ops (RecIS / TorchEasyRec vocabulary), each on int64/float32 tensors::
 Embedding tables: one table per ``embedding_name`` (default: the feature name); tables
 of the same dim live in one fused parameter with row offsets, so a group of F features
 costs one lookup. Combiners for sequences: ``sum``, ``mean``, ``tile`` (the first
-``tile_len`` embeddings concatenated) and ``none`` (the sequence itself, for attention).
+``tile_len`` embeddings concatenated; ``concat`` in a config is the same) and ``none``
+(the sequence itself, for attention).
+
+Dense inputs: a raw feature gives one value a row, or ``width`` values for a list column
+(``float_vector``, RecIS's ``dense1`` of 8), normalised per component:
+``Normalize("zscore", [0., 1.], [1., 2.])(tensor([[1., 5.]]))`` -> ``tensor([[1., 2.]])``.
 """
 
 from __future__ import annotations
@@ -192,6 +197,7 @@ class FeatureEngine(nn.Module):
         self.normalizers = nn.ModuleDict()
         self.truncates = nn.ModuleDict()
         self.raw_columns: dict[str, list[str]] = {}
+        self.raw_width: dict[str, int] = {}  # dense values a raw feature gives a row
         stats = stats or {}
         for f in cfg.features:
             if isinstance(f, (IdFeature, SequenceFeature)):
@@ -202,12 +208,15 @@ class FeatureEngine(nn.Module):
                 self.transforms[f.name] = Cross(f.hash_bucket_size)
             elif isinstance(f, RawFeature):
                 self.raw_columns[f.name] = f.columns([c.name for c in spec.columns if c.kind == "float"])
+                col = f.input or f.name
+                vector = f.match is None and col in spec.names and spec.column(col).kind == "float_vector"
+                self.raw_width[f.name] = int(spec.column(col).width or 1) if vector else len(self.raw_columns[f.name])
                 a, b = (f.stats or {}).get("mean", (f.stats or {}).get("min", 0.0)), \
                     (f.stats or {}).get("std", (f.stats or {}).get("max", 1.0))
                 if f.stats is None and f.name in stats:
                     a, b = stats[f.name]
-                elif f.match is not None:
-                    n = len(self.raw_columns[f.name])
+                elif f.match is not None or self.raw_width[f.name] > 1:  # one pair per column or component
+                    n = self.raw_width[f.name]
                     a, b = [float(a)] * n, [float(b)] * n
                 self.normalizers[f.name] = Normalize(f.normalizer, a, b)
                 if f.boundaries is not None:
@@ -355,7 +364,7 @@ class FeatureEngine(nn.Module):
         return torch.cat([v.unsqueeze(1) if v.dim() == 1 else v for v in values], dim=1)
 
     def dense_width(self, group: str) -> int:
-        return sum(len(self.raw_columns[n]) for n in self.groups[group] if isinstance(self.features[n], RawFeature)
+        return sum(self.raw_width[n] for n in self.groups[group] if isinstance(self.features[n], RawFeature)
                    and n not in self.table_of)
 
     def flat_width(self, group: str) -> int:

@@ -234,10 +234,10 @@ def _train(cfg: Config, dist: D.Dist, resume: bool) -> dict[str, Any]:
     torch.set_num_threads(_threads(cfg))
     torch.manual_seed(cfg.train.seed)  # identical initial weights on every rank
     files = list_files(cfg.data.train_input, "data.train_input")
-    import pyarrow.parquet as pq
+    from rectool.tablefile import read_schema
 
-    spec = build_input_spec(cfg, pq.read_schema(files[0]), cfg.data.train_input)
-    stats = normalizer_stats(cfg, files)
+    spec = build_input_spec(cfg, read_schema(files[0]), cfg.data.train_input, files)
+    stats = normalizer_stats(cfg, files, spec)
     extras = MODELS[cfg.model.type].gather_extras(cfg, files)
     sparse_grads = cfg.optimizer.sparse.type != "dense"
     model = build_model(cfg, spec, stats, sparse=sparse_grads, extras=extras).to(dist.device)
