@@ -126,11 +126,46 @@ class RepeatConfig(Strict):
     max_count: int = Field(default=3, ge=1, le=64, description="occurrences in the history beyond this share a bonus")
 
 
+class PoolingEncoderConfig(Strict):
+    """The default user tower: each user-group sequence with combiner none pooled (``history_pooling``)."""
+
+    type: Literal["pooling"] = "pooling"
+
+
+class GRU4RecEncoderConfig(Strict):
+    """GRU4Rec: a GRU over the history; the user state is the hidden state after the last valid step."""
+
+    type: Literal["gru4rec"]
+    history: str = Field(description="the user-group sequence feature (combiner none, most recent last) to encode")
+    hidden_size: int | None = Field(default=None, gt=0, description="GRU width (default: the history's "
+                                                                     "embedding_dim)")
+    layers: int = Field(default=1, ge=1)
+    dropout: float = Field(default=0.0, ge=0.0, lt=1.0, description="on the input embeddings and between layers")
+
+
+class SASRecEncoderConfig(Strict):
+    """SASRec: causal self-attention blocks with learned positions; the user state is the last valid step's output."""
+
+    type: Literal["sasrec"]
+    history: str = Field(description="the user-group sequence feature (combiner none, most recent last) to encode")
+    blocks: int = Field(default=2, ge=1)
+    heads: int = Field(default=1, ge=1, description="attention heads (must divide the history's embedding_dim)")
+    ffn_dim: int | None = Field(default=None, gt=0, description="feed-forward width (default: embedding_dim)")
+    dropout: float = Field(default=0.2, ge=0.0, lt=1.0)
+
+
+UserEncoderConfig = Annotated[PoolingEncoderConfig | GRU4RecEncoderConfig | SASRecEncoderConfig,
+                              Field(discriminator="type")]
+
+
 class TwoTowerConfig(_RetrievalBase):
     """DSSM / YouTube-DNN: user tower over user features and the pooled history, item tower over the item.
 
     Trained list-wise (sampled softmax, the default), point-wise (BCE) or pair-wise (BPR): ``loss.mode``,
-    see ``RetrievalLossConfig``.
+    see ``RetrievalLossConfig``. ``user_encoder`` reads one history as a sequence instead of pooling it
+    (GRU4Rec, SASRec: ``rectool.train.models.encoders``)::
+
+        user_encoder: {type: sasrec, history: hist_items, blocks: 2, heads: 1, dropout: 0.2}
     """
 
     type: Literal["two_tower"]
@@ -141,6 +176,9 @@ class TwoTowerConfig(_RetrievalBase):
     repeat: RepeatConfig | None = Field(
         default=None, description="add a learned bonus to items already in the user's history (repeat "
                                   "consumption: re-buys, carted items); retrieve applies it to those items")
+    user_encoder: UserEncoderConfig = Field(
+        default_factory=PoolingEncoderConfig, description="pooling (default), gru4rec or sasrec: how the user "
+                                                          "tower reads the history sequence")
 
 
 class MINDConfig(_RetrievalBase):

@@ -1,6 +1,7 @@
 """Models, one small file each naming its paper; ``build_model`` picks by ``model.type``.
 
-Ranking: dnn, wide_and_deep, deepfm, din, dcn_v2. Retrieval: two_tower (DSSM / YouTube-DNN), mind;
+Ranking: dnn, wide_and_deep, deepfm, din, dcn_v2. Retrieval: two_tower (DSSM / YouTube-DNN; its user tower
+reads the history pooled or through a GRU4Rec / SASRec encoder, ``encoders``), mind;
 pair scorers searched by tree or graph (``pair``): tdm, nann.
 """
 
