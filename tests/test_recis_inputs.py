@@ -309,3 +309,17 @@ def test_a_sharded_orc_input_is_dealt_by_file(tmp_path):
     ds = open_dataset(data)
     shares = [Shard(r, 2).dataset(ds).count_rows() for r in range(2)]
     assert shares == [200, 200]
+
+
+def test_item_frequencies_read_orc_like_parquet_piece_by_piece(tmp_path):
+    """The two-tower's log-Q counts (``model.item_id`` over the training files) from ORC or parquet."""
+
+    from rectool.train.models.retrieval import item_frequencies
+
+    ids = pa.table({"item_id": pa.array(np.random.default_rng(0).integers(0, 50, 5000), pa.int64())})
+    pq.write_table(ids, tmp_path / "a.parquet", row_group_size=700)
+    orc.write_table(ids, tmp_path / "a.orc", stripe_size=4096)
+    want = np.unique(ids.column("item_id").to_numpy(), return_counts=True)
+    for name in ("a.parquet", "a.orc"):
+        got = item_frequencies([str(tmp_path / name)], "item_id")
+        assert np.array_equal(got[0], want[0]) and np.array_equal(got[1], want[1]), name

@@ -35,7 +35,6 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -45,6 +44,7 @@ from rectool.badinput import read_table, reading
 from rectool.errors import UserError
 from rectool.programs.inputs import LEN_SUFFIX, InputSpec, to_tensors
 from rectool.programs.manifest import OutputKind, RepeatManifest
+from rectool.tablefile import TableFile
 from rectool.train.config import Config
 from rectool.train.feature_config import SequenceFeature
 from rectool.train.features import Prepared
@@ -82,17 +82,20 @@ class AttentionPooling(nn.Module):
 
 
 def item_frequencies(files: list[str], column: str) -> tuple[np.ndarray, np.ndarray]:
-    """Sorted distinct values of ``column`` over the files and their counts."""
+    """Sorted distinct values of ``column`` over the files (parquet or ORC) and their counts, read one
+    row group / stripe at a time."""
     ids, counts = [], []
     for f in files:
         with reading(("data.train_input", [f])):
-            pf = pq.ParquetFile(f)
-            if column not in pf.schema_arrow.names:
+            table = TableFile(f)
+            if column not in table.schema.names:
                 raise UserError(f"model.item_id: column '{column}' is not in {f}")
-            values = pf.read(columns=[column]).column(column)
-        vc = pc.value_counts(values.combine_chunks())
-        ids.append(vc.field("values").to_numpy(zero_copy_only=False).astype(np.int64))
-        counts.append(vc.field("counts").to_numpy(zero_copy_only=False).astype(np.int64))
+            for piece in range(len(table.piece_rows)):
+                vc = pc.value_counts(table.read_piece(piece, [column]).column(column).combine_chunks())
+                ids.append(vc.field("values").to_numpy(zero_copy_only=False).astype(np.int64))
+                counts.append(vc.field("counts").to_numpy(zero_copy_only=False).astype(np.int64))
+    if not ids:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
     all_ids, all_counts = np.concatenate(ids), np.concatenate(counts)
     uniq, inverse = np.unique(all_ids, return_inverse=True)
     return uniq, np.bincount(inverse, weights=all_counts).astype(np.int64)
