@@ -17,7 +17,11 @@ the same split: a two-tower model (exact search, and HNSW search of its index co
 the exact one), item-CF and popularity.
 
     python bench/bench_tdm_quality.py [--datasets movielens-100k,amazon-beauty] [--epochs 4]
-        [--methods baselines,tdm,two_tower,nann] [--nann-steps N] [--reuse]
+        [--methods baselines,tdm,tdm_attributes,two_tower,nann] [--nann-steps N] [--reuse]
+
+``tdm_attributes``: TDM on the initial tree built with ``--attr-fields category_id,second_attr,last_attr``
+(each item's first, second and last attribute id), trained without and with ``model.node_features`` on
+them, brute force and the first beam: does reading the attributes move recall?
 """
 
 from __future__ import annotations
@@ -54,29 +58,39 @@ def rt(*args: object) -> str:
     return _rt(*args) if args[0] == "train" else _rt(*args, "--overwrite")
 
 
-def convert(name: str, root: Path, work: Path) -> tuple[str, dict[int, int]]:
-    """Events dataset and item -> category."""
+def convert(name: str, root: Path, work: Path) -> tuple[str, dict[int, list[int]]]:
+    """Events dataset and item -> its attribute ids (the first one is the category)."""
     if name == "movielens-100k":
         src = root / "movielens-100k"
         events = rt("convert", "--format", "movielens", src / "u.data", "-o", work / "events")
-        cats = {}
+        attrs = {}
         for line in (src / "u.item").read_text(encoding="latin-1").splitlines():
             parts = line.split("|")
-            flags = [int(x) for x in parts[5:]]
-            cats[int(parts[0])] = flags.index(1) if 1 in flags else 0
-        return events, cats
+            attrs[int(parts[0])] = [g for g, flag in enumerate(parts[5:]) if flag == "1"]
+        return events, attrs
     src = root / "amazon-beauty"
     events = rt("convert", "--format", "user-lines", src / "Beauty.txt", "-o", work / "events")
-    attrs = json.loads((src / "Beauty_item2attributes.json").read_text())
-    return events, {int(k): (v[0] if v else 0) for k, v in attrs.items()}
+    return events, {int(k): v for k, v in json.loads((src / "Beauty_item2attributes.json").read_text()).items()}
 
 
-def items_with_categories(seq: Path, cats: dict[int, int], out: Path) -> Path:
-    ids = pads.dataset(seq / "items").to_table(columns=["item_id"])["item_id"].to_numpy()
-    cat = np.array([cats.get(int(i), 0) for i in ids], dtype=np.int64)
+ATTRIBUTES = ["category_id", "second_attr", "last_attr"]  # node_features of the tdm_attributes rows
+
+
+def items_with_categories(seq: Path, attrs: dict[int, list[int]], out: Path) -> Path:
+    """items/ of the split with category_id (the first attribute, 0 without), second_attr and last_attr (null
+    where an item has fewer attributes)."""
+    ids = seq_items(seq)
+    values = [attrs.get(int(i), []) for i in ids]
     out.mkdir(parents=True, exist_ok=True)
-    pq.write_table(pa.table({"item_id": ids, "category_id": cat}), out / "part-0.parquet")
+    pq.write_table(pa.table({"item_id": ids, "category_id": [v[0] if v else 0 for v in values],
+                             "second_attr": pa.array([v[1] if len(v) > 1 else None for v in values], pa.int64()),
+                             "last_attr": pa.array([v[-1] if len(v) > 2 else None for v in values], pa.int64())}),
+                   out / "part-0.parquet")
     return out
+
+
+def seq_items(seq: Path) -> np.ndarray:
+    return pads.dataset(seq / "items").to_table(columns=["item_id"])["item_id"].to_numpy()
 
 
 def layer_samples(tree: str) -> list[int]:
@@ -84,10 +98,10 @@ def layer_samples(tree: str) -> list[int]:
     return [0] + [min(1 + level // 2, 8, n - 1) for level, n in enumerate(sizes) if level]
 
 
-def tdm_config(seq: Path, tree: str, model_dir: Path, epochs: int) -> dict:
+def tdm_config(seq: Path, tree: str, model_dir: Path, epochs: int, node_features: list[str] | None = None) -> dict:
     cfg = yaml.safe_load((ROOT / "examples" / "tdm_userbehavior.yaml").read_text())
     cfg["data"].update(train_input=str(seq / "train"), eval_input=str(seq / "train"))
-    cfg["model"].update(tree=tree, layer_num_sample=layer_samples(tree))
+    cfg["model"].update(tree=tree, layer_num_sample=layer_samples(tree), node_features=node_features or [])
     cfg["train"] = {"model_dir": str(model_dir), "epochs": epochs, "log_every": 200, "seed": 7}
     cfg["eval"] = {"max_rows": 5000}
     return cfg
@@ -165,11 +179,12 @@ def train(cfg: dict, path: Path) -> tuple[str, float]:
 
 
 
-def tdm_round(tag: str, tree: str, seq: Path, work: Path, s: dict, epochs: int, reuse: bool) -> tuple[list, str]:
+def tdm_round(tag: str, tree: str, seq: Path, work: Path, s: dict, epochs: int, reuse: bool,
+              node_features: list[str] | None = None, beams: list[int] | None = None) -> tuple[list, str]:
     ex = work / f"tdm_{tag}_export"
     secs = None
     if not (reuse and ex.is_dir()):
-        m, secs = train(tdm_config(seq, tree, work / f"tdm_{tag}", epochs), work / f"tdm_{tag}.yaml")
+        m, secs = train(tdm_config(seq, tree, work / f"tdm_{tag}", epochs, node_features), work / f"tdm_{tag}.yaml")
         ex = rt("export", "--model-dir", m, "--export-dir", ex)
     start = time.perf_counter()
     brute = rt("retrieve", "--method", "brute", "--model", ex, "--tree", tree, "--users", seq / "test" / "inputs",
@@ -177,7 +192,7 @@ def tdm_round(tag: str, tree: str, seq: Path, work: Path, s: dict, epochs: int, 
     brute_s = time.perf_counter() - start
     rows = [{"method": f"tdm ({tag} tree), brute force", "train_seconds": secs, "search_s": round(brute_s, 1),
              **evaluate(brute, seq, work / f"eval_tdm_{tag}_brute", s["k"])}]
-    for beam_width in s["beams"]:
+    for beam_width in beams or s["beams"]:
         start = time.perf_counter()
         beam = rt("retrieve", "--method", "tdm", "--model", ex, "--tree", tree, "--users", seq / "test" / "inputs",
                   "--topk", s["k"], "--beam", beam_width, "-o", work / f"recalls_tdm_{tag}_beam{beam_width}")
@@ -196,12 +211,12 @@ def run_dataset(name: str, root: Path, epochs: int, reuse: bool, methods: set[st
     if not reuse:
         shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True, exist_ok=True)
-    events, cats = convert(name, root, work)
+    events, attrs = convert(name, root, work)
     seq = Path(rt("dataset", "--task", "next-item", "--protocol", "user-split", "--events", events,
                   "--n-test", s["n_test"], "--n-valid", 0, "--min-behaviors", s["min_behaviors"],
                   "--max-history", 50, "-o", work / "seq"))
-    items = items_with_categories(seq, cats, work / "items_cat")
-    n_items = int(pads.dataset(seq / "items").to_table(columns=["item_id"])["item_id"].to_numpy().max())
+    items = items_with_categories(seq, attrs, work / "items_cat")
+    n_items = int(seq_items(seq).max())
     rows = []
     for rule in ("popularity", "item-cf") if "baselines" in methods else ():
         r = rt("baseline", "--rule", rule, "--train", seq / "train_sequences", "--history", seq / "test" / "inputs",
@@ -210,6 +225,8 @@ def run_dataset(name: str, root: Path, epochs: int, reuse: bool, methods: set[st
         log(f"{name}: {rows[-1]}")
     if "tdm" in methods:
         rows += tdm_rounds(name, items, seq, work, s, epochs, reuse)
+    if "tdm_attributes" in methods:
+        rows += tdm_attribute_rounds(name, items, seq, work, s, epochs, reuse)
     if "two_tower" in methods:
         rows += two_tower_rows(name, seq, work, s, n_items, epochs, reuse)
     if "nann" in methods:
@@ -231,6 +248,18 @@ def tdm_rounds(name: str, items: Path, seq: Path, work: Path, s: dict, epochs: i
     found, _ = tdm_round("learnt", tree, seq, work, s, epochs, reuse)
     log(f"{name}: {found}")
     return rows + found
+
+
+def tdm_attribute_rounds(name: str, items: Path, seq: Path, work: Path, s: dict, epochs: int, reuse: bool) -> list:
+    """The initial tree with its nodes' attributes, TDM without and with ``model.node_features`` (issue 19)."""
+    tree = rt("tree", "init", "--item-input-path", items, "--item-id-field", "item_id", "--cate-id-field",
+              "category_id", "--attr-fields", ",".join(ATTRIBUTES), "--tree-output-dir", work / "tree_attrs")
+    rows = []
+    for tag, features in (("ids", None), ("attributes", ATTRIBUTES)):
+        found, _ = tdm_round(f"initial_{tag}", tree, seq, work, s, epochs, reuse, features, s["beams"][:1])
+        rows += [{**row, "node_features": features or []} for row in found]
+        log(f"{name}: {found}")
+    return rows
 
 
 def two_tower_rows(name: str, seq: Path, work: Path, s: dict, n_items: int, epochs: int, reuse: bool) -> list:

@@ -44,6 +44,7 @@ import pyarrow as pa
 from rectool.artifacts import check_kind, open_dataset, require_columns
 from rectool.badinput import Inputs, reading
 from rectool.errors import UserError
+from rectool.tablefile import format_of
 
 EVENT_COLUMNS = ("user_id", "item_id", "category_id", "behavior", "time")
 _MEMORY = re.compile(r"^\s*\d+(\.\d+)?\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)\s*$", re.IGNORECASE)
@@ -126,6 +127,10 @@ def open_events(paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]
             raise UserError(f"{flag} -: events must be a directory or files on disk (DuckDB reads them out of core)")
         check_kind(text, "events", flag)
         ds = open_dataset(text, flag)
+        orc_files = [f for f in ds.files if format_of(f) == "orc"]  # type: ignore[attr-defined]
+        if orc_files:  # DuckDB scans parquet out of core; ORC goes through convert once
+            raise UserError(f"{flag} {orc_files[0]}: events are read as parquet; turn the ORC table into events "
+                            "with `rectool convert --format generic --schema COLUMNS.yaml` first")
         require_columns(ds.schema, columns, f"{flag} {text}", "give the events dataset written by `rectool convert`")
         if "time" in columns and not pa.types.is_timestamp(ds.schema.field("time").type):
             raise UserError(f"{flag} {text}: column time is {ds.schema.field('time').type}, expected a timestamp; "

@@ -323,3 +323,16 @@ def test_item_frequencies_read_orc_like_parquet_piece_by_piece(tmp_path):
     for name in ("a.parquet", "a.orc"):
         got = item_frequencies([str(tmp_path / name)], "item_id")
         assert np.array_equal(got[0], want[0]) and np.array_equal(got[1], want[1]), name
+
+
+def test_events_in_orc_are_pointed_to_convert(tmp_path, cli):
+    """The DuckDB stages read events as parquet: an ORC events table gets the convert command, not a parse error."""
+    import datetime as dt
+
+    (tmp_path / "ev").mkdir()
+    orc.write_table(pa.table({"user_id": [1, 2], "item_id": [3, 4], "behavior": ["pv", "buy"],
+                              "time": pa.array([dt.datetime(2020, 1, 1)] * 2, pa.timestamp("us"))}),
+                    tmp_path / "ev" / "e.orc")
+    res = cli("dataset", "--task", "next-item", "--events", tmp_path / "ev", "-o", tmp_path / "out", expect=2)
+    assert "e.orc: events are read as parquet" in _one_line(res.stderr) and "rectool convert" in res.stderr
+    assert not (tmp_path / "out").exists()

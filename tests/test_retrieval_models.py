@@ -225,3 +225,37 @@ def test_history_dropout_only_while_training(seqs, tmp_path):
         torch.manual_seed(0)
         c, d = model(batch)["user"], model(batch)["user"]
     assert not torch.allclose(c, d) and not torch.allclose(a, c)
+
+
+def test_node_attributes_embed_categories_and_standardised_floats(tmp_path):
+    """Each node's vector is its category's row plus the projected standardised float; unknown ids give zeros."""
+    import pyarrow as pa
+
+    from rectool.errors import UserError
+    from rectool.train.models.node_attributes import NodeAttributes, read_node_features
+
+    table = pa.table({"node": [30, 10, 20, 40], "cat": ["a", "b", None, "a"], "price": [1.0, None, 3.0, 2.0],
+                      "brand": pa.array([7, 7, 9, 9], pa.int64())})
+    torch.manual_seed(0)
+    attrs = NodeAttributes(table.select(["node", "cat", "price"]), dim=3)
+    got = attrs(torch.tensor([[10, 30], [20, 99]]))
+    codes = {10: 2, 30: 1, 20: 0}  # dictionary order of first appearance; null -> 0 (the zero row)
+    z = {30: -1.0, 10: 0.0, 20: 1.0}  # (x - mean) / std over the non-null values (mean 2, std sqrt(2/3))
+    scale = 1 / np.sqrt(2 / 3)
+    for (i, j), node in np.ndenumerate(np.array([[10, 30], [20, 99]])):
+        if node == 99:
+            assert torch.all(got[i, j] == 0)
+            continue
+        expected = attrs.categorical["cat"].weight[codes[node]] + attrs.project.weight[:, 0] * z[node] * scale
+        assert torch.allclose(got[i, j], expected, atol=1e-6)
+    assert torch.all(attrs.categorical["cat"].weight[0] == 0)
+
+    (tmp_path / "tree" / "node_feature").mkdir(parents=True)
+    import pyarrow.parquet as pq
+
+    pq.write_table(table, tmp_path / "tree" / "node_feature" / "part-0.parquet")
+    assert read_node_features(tmp_path / "tree", ["brand"]).column_names == ["node", "brand"]
+    with pytest.raises(UserError, match="has no column colour .it has: cat, price, brand"):
+        read_node_features(tmp_path / "tree", ["colour"])
+    with pytest.raises(UserError, match="tree init --attr-fields"):
+        read_node_features(tmp_path / "none", ["cat"])

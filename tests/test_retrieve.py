@@ -90,17 +90,32 @@ def test_retrieve_refuses_wrong_method_and_missing_inputs(seqs, towers, tmp_path
     assert "hist_item_ids" in res.stderr and not (tmp_path / "x").exists()
 
 
-def test_tdm_beam_wider_than_the_catalogue_equals_brute(seqs, tmp_path, cli):
+def test_tdm_with_node_attributes_beam_wider_than_the_catalogue_equals_brute(seqs, tmp_path, cli):
+    """TDM reading the tree's node attributes (a category and a float) trains, exports and beam-searches."""
     from rectool.tree.build import init_tree
     from rectool.tree.structure import load_tree
 
-    init_tree(item_input_path=str(seqs / "items"), tree_output_dir=tmp_path / "tree", item_id_field="item_id",
-              cate_id_field="category_id")
+    items = pads.dataset(seqs / "items").to_table()
+    items = items.append_column("price", pa.array((items["item_id"].to_numpy() % 7) * 1.5))
+    (tmp_path / "items").mkdir()
+    pq.write_table(items, tmp_path / "items" / "part-0.parquet")
+    init_tree(item_input_path=str(tmp_path / "items"), tree_output_dir=tmp_path / "tree", item_id_field="item_id",
+              cate_id_field="category_id", attr_fields=["category_id"], raw_attr_fields=["price"])
     levels = load_tree(tmp_path / "tree").num_levels
     cfg = candidate_config(seqs, tmp_path / "m", "tdm", tree=str(tmp_path / "tree"),
-                            layer_num_sample=[0] + [1] * (levels - 1))
+                            layer_num_sample=[0] + [1] * (levels - 1), node_features=["category_id", "price"])
     train(Config.model_validate(cfg))
     cli("export", "--model-dir", tmp_path / "m", "--export-dir", tmp_path / "ex")
+    from rectool.programs.load import load_program
+    from rectool.train.export import load_trained
+
+    program, _ = load_program(tmp_path / "ex", "scorer")
+    _, _, model, _ = load_trained(tmp_path / "m", "latest")
+    x = {"hist_item_ids": torch.tensor([[3, 4, 0, 0, 0], [7, 8, 9, 0, 0]]), "hist_item_ids__len": torch.tensor([2, 3]),
+         "item_id": torch.tensor([[11, 5, 10**9], [4, 302, 10**9 + 1]])}  # leaves, non-leaf nodes, an unknown id
+    with torch.no_grad():
+        assert torch.allclose(program(x), model.score_pairs(model.user_state(x), x["item_id"]), atol=1e-5)
+        assert model.node_attributes(x["item_id"]).abs().sum() > 0
     common = ["--model", tmp_path / "ex", "--users", seqs / "users", "--tree", tmp_path / "tree", "--topk", "10"]
     cli("retrieve", "--method", "tdm", "--beam", "512", *common, "-o", tmp_path / "wide")
     cli("retrieve", "--method", "brute", *common, "-o", tmp_path / "all")

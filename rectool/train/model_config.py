@@ -214,6 +214,10 @@ class TDMConfig(_CandidateBase):
                                description="multi-window attention (most recent first); [] for one window")
     loss: Literal["binary", "softmax"] = Field(default="binary", description="softmax: per level over the "
                                                                              "positive and its negatives")
+    node_features: list[str] = Field(
+        default_factory=list, description="columns of the tree's node_feature/ table (tree init --attr-fields, "
+                                          "--raw-attr-fields) added to every scored node's embedding: categorical "
+                                          "columns embedded, float columns standardised and projected")
 
 
 class NANNConfig(_CandidateBase):

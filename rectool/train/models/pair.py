@@ -103,13 +103,14 @@ class PairModel(Model):
     def score_pairs(self, state: dict[str, torch.Tensor], candidates: torch.Tensor,
                     query: torch.Tensor | None = None) -> torch.Tensor:
         """Logits [B, T] of each state row's T candidate ids [B, T]; ``query`` [B, T, D] overrides their embeddings."""
-        q = self.engine.embed_ids(self.mcfg.candidate, candidates) if query is None else query
+        q = self.candidate_embedding(candidates) if query is None else query
         b, t, _ = q.shape
         pooled = self.attention(q, state["keys"], state["mask"], state["lengths"])
         parts = [pooled, q] + ([state["user"].unsqueeze(1).expand(-1, t, -1)] if "user" in state else [])
         return self.head(self.mlp(torch.cat(parts, dim=-1).reshape(b * t, -1))).reshape(b, t)
 
     def candidate_embedding(self, candidates: torch.Tensor) -> torch.Tensor:
+        """[..., D] embeddings of candidate ids [...]: the attention query and the MLP's candidate input."""
         return self.engine.embed_ids(self.mcfg.candidate, candidates)
 
     def export_parts(self) -> list[ExportPart]:

@@ -7,7 +7,9 @@ softmax per level. Non-leaf node ids (``max item id + code + 1``) go through the
 feature's id transform like item ids.
 
 Inputs: the user's history and other user features, the target item id (``model.candidate``'s
-column) and the tree (``model.tree``, read on first use). Outputs: the pair scorer's exports;
+column) and the tree (``model.tree``, read on first use; its ``node_feature/`` table at start
+when ``model.node_features`` names attributes, added to each node's embedding:
+``rectool.train.models.node_attributes``). Outputs: the pair scorer's exports;
 eval metrics auc and logloss over all sampled nodes, and leaf_hit@1 (the target leaf scored
 above the sampled leaves).
 """
@@ -28,6 +30,12 @@ class TDM(PairModel):
                  extras: dict[str, np.ndarray] | None = None) -> None:
         super().__init__(cfg, spec, stats, sparse, extras)
         self._sampler = None
+        self.node_attributes = None
+        if self.mcfg.node_features:  # read now: the buffers must exist before a checkpoint loads into them
+            from rectool.train.models.node_attributes import NodeAttributes, read_node_features
+
+            dim = self.engine.dim_of_table[self.engine.table_of[self.mcfg.candidate]]
+            self.node_attributes = NodeAttributes(read_node_features(self.mcfg.tree, self.mcfg.node_features), dim)
 
     @property
     def sampler(self):  # noqa: ANN201 (loaded on first use: exports and scoring need no tree)
@@ -37,6 +45,11 @@ class TDM(PairModel):
 
             self._sampler = LayerSampler(load_tree(self.mcfg.tree), self.mcfg.layer_num_sample)
         return self._sampler
+
+    def candidate_embedding(self, candidates: torch.Tensor) -> torch.Tensor:
+        """The node's id embedding, plus its attributes (``model.node_features``) when the config names any."""
+        embedded = super().candidate_embedding(candidates)
+        return embedded if self.node_attributes is None else embedded + self.node_attributes(candidates)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         targets = batch[self.candidate_column].cpu().numpy()
