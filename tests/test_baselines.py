@@ -118,8 +118,8 @@ def test_run_baseline_files_and_exclusion_rules(tmp_path):
     assert result["users"] == 3 and 0 < result["metrics"]["3"]["recall"] <= 1
     with pytest.raises(UserError, match="choose cosine or cooccurrence"):
         run_baseline("item-cf", train, tmp_path / "x", similarity="jaccard")  # type: ignore[arg-type]
-    with pytest.raises(UserError, match="choose popularity or item-cf"):
-        run_baseline("als", train, tmp_path / "x")  # type: ignore[arg-type]
+    with pytest.raises(UserError, match="choose popularity, item-cf, item-knn, ease, als"):
+        run_baseline("svd", train, tmp_path / "x")  # type: ignore[arg-type]
 
 
 def _read_user_lines(path) -> tuple[list[int], list[list[int]]]:

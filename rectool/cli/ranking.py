@@ -202,7 +202,8 @@ def baseline(
     output: Annotated[Path, typer.Option("--output", "-o", help="Predictions (ranking rules; - for Arrow IPC on "
                                                                 "stdout) or recalls (retrieval rules) directory.")],
     rule: Annotated[str, typer.Option("--rule", help="ranking: cart-last-day (carted on the last day, not bought) or "
-                                                     "weighted-recency; retrieval: popularity or item-cf.")]
+                                                     "weighted-recency; retrieval: popularity, item-cf, item-knn "
+                                                     "(BARS), ease or als.")]
     = "cart-last-day",
     samples: Annotated[Path | None, typer.Option("--samples", help="ranking: a split of `rectool dataset` (e.g. "
                                                                    "OUT/predict), or the dataset folder with "
@@ -222,8 +223,22 @@ def baseline(
                                                            "none, or a table of items to leave out per user.")]
     = "history",
     k: Annotated[int, count_option("--k", help="retrieval: items per user.")] = 200,
-    neighbours: Annotated[int, count_option("--neighbours", help="item-cf: neighbours kept per item.")] = 200,
+    neighbours: Annotated[int, count_option("--neighbours", help="item-cf, item-knn: neighbours kept per "
+                                                                 "item.")] = 200,
     similarity: Annotated[str, typer.Option("--similarity", help="item-cf: cosine or cooccurrence.")] = "cosine",
+    factors: Annotated[int, count_option("--factors", help="als: latent dimensions.")] = 64,
+    regularization: Annotated[float, typer.Option("--regularization", min=0.0, help="als: L2 weight of the "
+                                                                                    "factors.")] = 0.01,
+    alpha: Annotated[float, typer.Option("--alpha", min=0.0, help="als: confidence of an observed pair (the "
+                                                                  "rest: 1).")] = 1.0,
+    iterations: Annotated[int, count_option("--iterations", help="als: alternating sweeps.")] = 15,
+    l2: Annotated[float, typer.Option("--l2", min=0.0, help="ease: lambda, the ridge on the item-item "
+                                                            "weights.")] = 200.0,
+    renormalize: Annotated[bool, typer.Option("--renormalize/--no-renormalize", help="item-knn: similarity "
+                                                                                    "(1 + cos) / 2, as BARS.")]
+    = True,
+    item_bias: Annotated[bool, typer.Option("--item-bias/--no-item-bias", help="item-knn: centre by the item "
+                                                                               "means, as BARS.")] = True,
     overwrite: OverwriteOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -239,9 +254,22 @@ def baseline(
             raise UserError(f"--rule {rule}: choose one of {', '.join([*RULES, *get_args(Method)])}")
         if train is None:
             raise UserError(f"--rule {rule} needs --train (the training interactions)")
+        from pydantic import ValidationError
+
+        from rectool.retrieval.classical import ALSParams, EASEParams, ItemKNNParams
+
+        try:
+            params = {"als": lambda: ALSParams(factors=factors, regularization=regularization, alpha=alpha,
+                                               iterations=iterations),
+                      "ease": lambda: EASEParams(l2=l2),
+                      "item-knn": lambda: ItemKNNParams(neighbours=neighbours, renormalize=renormalize,
+                                                        item_bias=item_bias)}.get(rule, lambda: None)()
+        except ValidationError as exc:  # the flags are the fields: name the flag
+            error = exc.errors()[0]
+            raise UserError(f"--{error['loc'][0]} {error['input']}: {error['msg'].lower()}") from None
         result = run_retrieval(rule, train, output, history=history, users=users,  # type: ignore[arg-type]
                                exclude=exclude, k=k, neighbours=neighbours, similarity=similarity,  # type: ignore
-                               overwrite=overwrite)
+                               params=params, overwrite=overwrite)
         console.summary(f"baseline {rule}", result)
         console.emit_path(output)
         return

@@ -23,6 +23,9 @@ Methods
                     sim(i, j) over the history items i that have j as a neighbour.
     Sparse throughout (numba over CSR; no dense item x item matrix): memory is the
     neighbour table (items x neighbours x 8 bytes) plus one dense accumulator per thread.
+    ``item-knn``, ``ease``, ``als``  the classical models of ``rectool.retrieval.classical``
+                    (BARS' normalised item-kNN, EASE, implicit's ALS): every item scored
+                    from the user's history row, exact top-k.
 
 Output: the recall format (``formats.RecallWriter``), ``_meta.json`` kind ``recalls``
 with ``method`` and the ``exclude`` rule.
@@ -35,13 +38,14 @@ Example (library; ``rectool baseline`` wires the CLI)::
 from __future__ import annotations
 
 import os
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import numpy as np
 
 from rectool.badinput import read_table
 from rectool.errors import UserError
 from rectool.retrieval import kernels
+from rectool.retrieval.classical import CLASSICAL, ClassicalParams
 from rectool.retrieval.formats import (
     USER_ID,
     IdMap,
@@ -54,7 +58,7 @@ from rectool.retrieval.formats import (
     write_recalls,
 )
 
-Method = Literal["popularity", "item-cf"]
+Method = Literal["popularity", "item-cf", "item-knn", "ease", "als"]
 Similarity = Literal["cosine", "cooccurrence"]
 
 
@@ -121,6 +125,25 @@ def item_cf_topk(train: UserLists, users: np.ndarray, history: UserLists, k: int
     return cat.to_topk(rows, scores, lengths)
 
 
+def classical_topk(params: ClassicalParams, train: UserLists, users: np.ndarray, history: UserLists, k: int, *,
+                   exclude: UserLists | None = None, progress: bool = True) -> TopK:
+    """Fit one classical method on ``train`` and rank every training item for ``users`` from their ``history``."""
+    import scipy.sparse as sp
+
+    from rectool.retrieval.classical import fit, rank
+
+    cat = Catalogue(train)
+    ones = np.ones(len(cat.user_items.values), dtype=np.float32)
+    matrix = sp.csr_matrix((ones, cat.user_items.values, cat.user_items.offsets), shape=(len(train), len(cat)))
+    matrix.sum_duplicates()
+    matrix.data[:] = 1
+    hist = cat.map.rows_ragged(_lists_for(users, history))  # sorted rows, items outside the catalogue dropped
+    rows = sp.csr_matrix((np.ones(len(hist.values), dtype=np.float32), hist.values, hist.offsets),
+                         shape=(len(users), len(cat)))
+    return rank(fit(params, matrix), rows, min(k, len(cat)), item_ids=cat.ids, exclude=_lists_for(users, exclude),
+                progress=progress)
+
+
 def _users(path: str | os.PathLike[str] | None, history: UserLists) -> np.ndarray:
     if path is None:
         return history.user_ids
@@ -136,10 +159,13 @@ def _users(path: str | os.PathLike[str] | None, history: UserLists) -> np.ndarra
 def run_baseline(method: Method, train: str | os.PathLike[str], output: str | os.PathLike[str], *,
                  history: str | os.PathLike[str] | None = None, users: str | os.PathLike[str] | None = None,
                  exclude: str = "history", k: int = 200, neighbours: int = 200, similarity: Similarity = "cosine",
-                 overwrite: bool = False) -> dict[str, Any]:
-    """Run one baseline from files and write its recall dataset; returns the summary figures."""
-    if method not in ("popularity", "item-cf"):
-        raise UserError(f"baseline {method}: choose popularity or item-cf")
+                 params: ClassicalParams | None = None, overwrite: bool = False) -> dict[str, Any]:
+    """Run one baseline from files and write its recall dataset; returns the summary figures.
+    ``params``: the classical method's parameters (``item-knn``, ``ease``, ``als``; defaults when None)."""
+    if method not in get_args(Method):
+        raise UserError(f"baseline {method}: choose {', '.join(get_args(Method))}")
+    if params is not None and params.method != method:
+        raise UserError(f"baseline {method}: parameters of {params.method} given")
     if k < 1:
         raise UserError(f"--k {k}: recommend at least one item")
     train_lists = read_user_lists(train, "--train")
@@ -153,13 +179,18 @@ def run_baseline(method: Method, train: str | os.PathLike[str], output: str | os
         excluded = None
     else:
         excluded = read_user_lists(exclude, "--exclude")
+    extra: dict[str, Any] = {}
     if method == "popularity":
         topk = popularity_topk(train_lists, query, k, excluded)
-    else:
+    elif method == "item-cf":
         topk = item_cf_topk(train_lists, query, history_lists, k, neighbours=neighbours, similarity=similarity,
                             exclude=excluded)
+        extra = {"neighbours": neighbours, "similarity": similarity}
+    else:
+        params = params or CLASSICAL[method]()
+        topk = classical_topk(params, train_lists, query, history_lists, k, exclude=excluded)
+        extra = params.model_dump(exclude={"method"})
     inputs = [train] + [p for p in (history, users) if p is not None]
-    extra = {"neighbours": neighbours, "similarity": similarity} if method == "item-cf" else {}
     summary = write_recalls(output, query, topk, overwrite=overwrite, inputs=inputs, method=method, exclude=exclude,
                             **extra)
     return {"method": method, "exclude": exclude, **summary}

@@ -20,7 +20,11 @@ then item row asc):
     ``scorer(user_index int64[], item_row int64[]) -> float32[]`` over flat pairs (at
     most ``max_pairs`` per call): NANN's "recall-all" with the same model.
 
-Both return a ``TopK`` of item ids (``item_ids[row]``, or the rows themselves) with
+``brute_search_rows(score_rows, n_users, n_items, k)``
+    dense score rows from any model that scores every item at once (ALS, EASE, item-kNN:
+    ``rectool.retrieval.classical``).
+
+All return a ``TopK`` of item ids (``item_ids[row]``, or the rows themselves) with
 ``n_scored`` = the items scored per user.
 
 Example::
@@ -30,6 +34,7 @@ Example::
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -112,6 +117,28 @@ def brute_search_dot(queries: np.ndarray, items: np.ndarray, k: int, *, space: s
                 target[start:stop] = value
             bar.advance(stop - start)
     return TopK(out[0], out[1], out[2], np.full(n, n_items, dtype=np.int64))
+
+
+def brute_search_rows(score_rows: Callable[[int, int], np.ndarray], n_users: int, n_items: int, k: int, *,
+                      item_ids: np.ndarray | None = None, exclude: Ragged | None = None, user_batch: int = 1024,
+                      progress: bool = True) -> TopK:
+    """Exact top-``k`` per user from dense score rows: ``score_rows(lo, hi)`` gives users lo..hi's scores of
+    every item, float32 [hi - lo, n_items] (the classical methods, ``rectool.retrieval.classical``)."""
+    k = min(k, n_items)
+    excl = _exclusion_rows(exclude, n_users, n_items, item_ids)
+    out = (np.full((n_users, k), -1, dtype=np.int64), np.full((n_users, k), -np.inf, dtype=np.float32),
+           np.zeros(n_users, np.int64))
+    with maybe_progress(progress, "exact search", n_users) as bar:
+        for start in range(0, n_users, user_batch):
+            stop = min(n_users, start + user_batch)
+            heaps = _Heaps(stop - start, k)
+            sub = excl.slice(start, stop)
+            scores = np.ascontiguousarray(score_rows(start, stop), dtype=np.float32)
+            kernels.topk_update(scores, 0, heaps.scores, heaps.rows, heaps.count, sub.offsets, sub.values)
+            for target, value in zip(out, heaps.finish(item_ids), strict=True):
+                target[start:stop] = value
+            bar.advance(stop - start)
+    return TopK(out[0], out[1], out[2], np.full(n_users, n_items, dtype=np.int64))
 
 
 def brute_search(scorer: Scorer, n_users: int, n_items: int, k: int, *, item_ids: np.ndarray | None = None,
