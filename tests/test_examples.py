@@ -21,3 +21,10 @@ def test_there_is_an_example_for_every_model():
 def test_example_is_valid(path, cli):
     res = cli("config", "check", path)
     assert res.stdout.strip() == str(path)
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "examples" / "tune").glob("*.yaml")), ids=lambda p: p.name)
+def test_tune_search_example_is_valid(path):
+    from rectool.tune.space import load_spec
+
+    assert load_spec(path).methods

@@ -22,6 +22,7 @@ from typer._click.exceptions import UsageError
 from rectool import __version__
 from rectool.cli import ingest, ranking, retrieval, train
 from rectool.cli import tree as tree_cli
+from rectool.cli import tune as tune_cli
 from rectool.errors import EXIT_INTERRUPTED, EXIT_USER_ERROR, UserError, debug_enabled
 
 app = typer.Typer(
@@ -147,6 +148,7 @@ command(hnsw, "build")(retrieval.hnsw_build)
 command(hnsw, "graph")(retrieval.hnsw_graph)
 command(app, "retrieve")(retrieval.retrieve)
 command(app, "eval-topk")(retrieval.eval_topk)
+command(app, "tune")(tune_cli.tune)
 
 
 def main() -> None:
