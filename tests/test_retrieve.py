@@ -252,9 +252,26 @@ def test_item_to_item_mixes_each_history_items_own_scores(seqs, towers, tmp_path
     meta = json.loads((tmp_path / "m" / "_meta.json").read_text())
     assert meta["item_to_item"] == {"item_to_item": 0.4, "item_similarity": 0.3, "temperature": 0.2}
     assert meta["repeat_bonus"] is None  # --repeat-column without --repeat-bonus only names the history
-    res = cli("retrieve", "--method", "hnsw", "--index", towers / "index", *common, *mixed, "-o", tmp_path / "x",
-              expect=2)
-    assert "use --method brute" in res.stderr and not (tmp_path / "x").exists()
+    # hnsw: the index's candidates for u and for every history view, rescored with the same mixed score; with
+    # candidates covering the catalogue it is the exact search, with fewer a subset scored alike
+    index = ["--method", "hnsw", "--index", towers / "index", "--ef", "400"]
+    cli("retrieve", *index, *common, *mixed, "--mix-candidates", "300", "-o", tmp_path / "h")
+    _, got_h, scores_h, _ = _recalls(tmp_path / "h")
+    for i in range(len(hist)):
+        assert len(set(got_h[i]) & set(got[i])) >= 9
+        np.testing.assert_allclose(scores_h[i], got_scores[i], rtol=1e-4, atol=1e-4)
+    cli("retrieve", *index, *common, *mixed, "--mix-candidates", "3", "-o", tmp_path / "h3")
+    few = pads.dataset(tmp_path / "h3").to_table().sort_by("user_id")
+    assert few.column("n_scored").to_numpy().max() < 300
+    brute_score = {(i, item): s for i in range(len(hist)) for item, s in zip(got[i], got_scores[i], strict=True)}
+    for i, (items, scores) in enumerate(zip(few.column("item_ids").to_pylist(), few.column("scores").to_pylist(),
+                                            strict=True)):
+        assert not set(items) & set(seen[i])
+        for item, score in zip(items, scores, strict=True):
+            if (i, item) in brute_score:
+                assert abs(brute_score[i, item] - score) < 1e-4
+    res = cli("retrieve", "--method", "tdm", "--tree", tmp_path, *common, *mixed, "-o", tmp_path / "x", expect=2)
+    assert "use --method brute (exact) or hnsw" in res.stderr and not (tmp_path / "x").exists()
     res = cli("retrieve", "--method", "brute", *common, "--item-to-item", "2", "-o", tmp_path / "x", expect=2)
     assert "weight in [0, 1]" in res.stderr and not (tmp_path / "x").exists()
     res = cli("retrieve", "--method", "brute", *common, "--item-similarity", "0.5", "-o", tmp_path / "x", expect=2)

@@ -142,14 +142,18 @@ def retrieve(
     repeat_column: Annotated[str | None, typer.Option("--repeat-column", help="The history list column (item ids) "
                                                       "for --repeat-bonus and --item-similarity [the model's "
                                                       "repeat history].")] = None,
-    item_to_item: Annotated[float | None, typer.Option("--item-to-item", help="brute, two_tower: mix W of a soft "
+    item_to_item: Annotated[float | None, typer.Option("--item-to-item", help="brute/hnsw, two_tower: mix W of a soft "
                                                        "maximum over the user tower's one-item queries (each "
                                                        "history item alone) into u·v [0: off].")] = None,
-    item_similarity: Annotated[float | None, typer.Option("--item-similarity", help="brute, two_tower: mix W of a "
-                                                          "soft maximum over the history items' own item vectors "
+    item_similarity: Annotated[float | None, typer.Option("--item-similarity", help="brute/hnsw, two_tower: mix W of "
+                                                          "a soft maximum over the history items' own item vectors "
                                                           "into u·v [0: off].")] = None,
     item_to_item_temperature: Annotated[float, typer.Option("--item-to-item-temperature", help="The soft maxima's "
                                                             "temperature.")] = 0.05,
+    mix_candidates: Annotated[int, count_option("--mix-candidates", help="hnsw with --item-to-item/--item-"
+                                                                         "similarity: index candidates per history "
+                                                                         "item's view (the user vector's: --topk), "
+                                                                         "rescored exactly.")] = 20,
     batch_size: Annotated[int, count_option("--batch-size", help="Users per search batch.")] = 256,
     threads: Annotated[int, count_option("--threads", least=0, help="hnsw search threads [all cores].")] = 0,
     nproc: NprocOpt = 1,
@@ -176,7 +180,7 @@ def retrieve(
             exclude_column=exclude_column, reserved_columns=comma_list(reserved_columns),
             repeat_bonus=repeat_bonus, repeat_column=repeat_column, item_to_item=item_to_item,
             item_similarity=item_similarity, item_to_item_temperature=item_to_item_temperature,
-            batch_size=batch_size, threads=threads, device=device.value)
+            mix_candidates=mix_candidates, batch_size=batch_size, threads=threads, device=device.value)
         result = run_retrieve(options, model, users, output, overwrite=overwrite)
     if console.rank() == 0:
         console.summary(f"retrieve {method.value}", result)

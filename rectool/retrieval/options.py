@@ -50,6 +50,7 @@ class RetrieveOptions(BaseModel):
     item_to_item: float | None = None
     item_similarity: float | None = None
     item_to_item_temperature: float = 0.05
+    mix_candidates: int = 20       # hnsw with the item-to-item terms: index candidates per history view
     batch_size: int = 256
     threads: int = 0
     device: DeviceChoice = "auto"
@@ -90,9 +91,11 @@ class RetrieveOptions(BaseModel):
 
     def _check_terms(self) -> None:
         """The retrieve-time terms of a tower's score: valid weights, and only where they can be searched."""
-        if self.mix is not None and self.method != "brute":
-            raise UserError("--item-to-item / --item-similarity mix soft maxima into a tower's scores, which an "
-                            "index cannot search: use --method brute with a two_tower export")
+        if self.mix is not None and self.method not in ("brute", "hnsw"):
+            raise UserError(f"--item-to-item / --item-similarity mix soft maxima into a tower's scores: use --method "
+                            f"brute (exact) or hnsw (candidates rescored), not {self.method}")
+        if self.mix_candidates < 1:
+            raise UserError(f"--mix-candidates {self.mix_candidates}: take at least one candidate per history item")
 
     @property
     def mix(self) -> ItemToItem | None:

@@ -108,7 +108,8 @@ class TowerSearcher(abc.ABC):
         else:
             found = [self.plain(q, exclude, mix) for q in interests]
             result = found[0] if len(found) == 1 else union_topk(found, self.k)
-        counted = np.full(n, self.catalogue_size * len(interests), np.int64) if self.counts_scored else None
+        counted = np.full(n, self.catalogue_size * len(interests), np.int64) if self.counts_scored \
+            else result.n_scored  # a candidate search's rescored items (hnsw with the item-to-item terms)
         return TopK(result.item_ids, result.scores, result.lengths, counted)
 
     def meta(self) -> dict[str, Any]:
