@@ -9,7 +9,7 @@ recall at the first K (taobao: hit rate, one truth item per user) runs on test. 
 tried is reported. The default parameters of each method (no tuning) run on test as well.
 
     python bench/bench_classical.py [--datasets movielens-100k,amazon-cds,taobao-multibehavior]
-        [--methods item-knn,ease,als]
+        [--methods item-knn,ease,als] [--grid METHOD.PARAM=JSON ...]
 """
 
 from __future__ import annotations
@@ -81,7 +81,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--datasets", default=",".join(DATASETS))
     ap.add_argument("--methods", default=",".join(GRIDS))
+    ap.add_argument("--grid", nargs="*", default=[], metavar="METHOD.PARAM=JSON",
+                    help='replace one grid, e.g. ease.l2=[500] (a smaller search where a fit is expensive)')
     args = ap.parse_args()
+    for item in args.grid:
+        key, values = item.split("=", 1)
+        method, param = key.split(".", 1)
+        GRIDS[method] = {**GRIDS[method], param: json.loads(values)}
     root = _shared_data()
     if root is None:
         raise SystemExit("bench_classical: ../shared/data not found (set RECTOOL_SHARED_DATA)")

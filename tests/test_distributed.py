@@ -254,8 +254,14 @@ def _rectool(*args) -> subprocess.CompletedProcess:
                           text=True, timeout=300, env={**os.environ, "COLUMNS": "400"})
 
 
-def test_sharded_predict_embed_retrieve_equal_one_process(exports, tmp_path):
+def test_sharded_predict_embed_retrieve_equal_one_process(exports, tmp_path, cli):
     from rectool.artifacts import read_meta, read_table
+
+    def run(*args):  # --nproc 1 in this process (no launcher: the same code path, without a start-up)
+        if args[args.index("--nproc") + 1] == 1:
+            res = cli(*args, expect=0)
+            return subprocess.CompletedProcess(args, 0, res.stdout, res.stderr)
+        return _rectool(*args)
 
     r = exports
     runs = {
@@ -265,7 +271,7 @@ def test_sharded_predict_embed_retrieve_equal_one_process(exports, tmp_path):
     for name, args in runs.items():
         outs = []
         for n in (1, 2):
-            proc = _rectool(*args, "-o", tmp_path / f"{name}{n}", "--nproc", n, "--device", "cpu")
+            proc = run(*args, "-o", tmp_path / f"{name}{n}", "--nproc", n, "--device", "cpu")
             assert proc.returncode == 0, proc.stderr[-3000:]
             assert proc.stdout.strip() == str(tmp_path / f"{name}{n}")
             outs.append(read_table(tmp_path / f"{name}{n}"))
@@ -275,7 +281,7 @@ def test_sharded_predict_embed_retrieve_equal_one_process(exports, tmp_path):
         assert len(list((tmp_path / f"{name}2").glob("part-00001-*.parquet"))) >= 1, "rank 1 wrote its share"
     recalls = []
     for n in (1, 2):
-        proc = _rectool("retrieve", "--method", "brute", "--model", r / "tt_ex", "--items", tmp_path / "embed1",
+        proc = run("retrieve", "--method", "brute", "--model", r / "tt_ex", "--items", tmp_path / "embed1",
                         "--users", r / "users", "--reserved-columns", "row", "--topk", 20, "-o", tmp_path / f"rec{n}",
                         "--nproc", n, "--device", "cpu")
         assert proc.returncode == 0, proc.stderr[-3000:]
