@@ -259,7 +259,7 @@ def test_sharded_predict_embed_retrieve_equal_one_process(exports, tmp_path, cli
 
     def run(*args):  # --nproc 1 in this process (no launcher: the same code path, without a start-up)
         if args[args.index("--nproc") + 1] == 1:
-            res = cli(*args, expect=0)
+            res = cli(*map(str, args), expect=0)
             return subprocess.CompletedProcess(args, 0, res.stdout, res.stderr)
         return _rectool(*args)
 
