@@ -120,3 +120,15 @@ def test_tune_patience_stops_the_search(tmp_path, cli):
     cli("tune", "--space", space, "--train", tmp_path / "train.parquet", "--holdout", "random", "-o", tmp_path / "t")
     assert json.loads((tmp_path / "t" / "_meta.json").read_text())["trials"] == 3
     assert not (tmp_path / "t" / "recalls").exists()
+
+
+def test_validation_exclusions_leave_the_held_out_truth_retrievable(tmp_path):
+    """taobao's rule: exclude only the buys, but a held-out validation buy is the truth, not an exclusion."""
+    from rectool.tune.study import validation_exclusions
+
+    train = _lists({1: [5, 6, 7, 8], 2: [9, 10]})
+    kept, held = carve(train, "table", table=_lists({1: [7]}))
+    write_lists(tmp_path / "buys.parquet", [1, 2], [[6, 7], [10]])
+    excl = validation_exclusions(str(tmp_path / "buys.parquet"), kept, held)
+    assert excl.user_ids.tolist() == [1, 2] and excl.lists.to_lists() == [[6], [10]]
+    assert validation_exclusions("history", kept, held) is kept and validation_exclusions("none", kept, held) is None

@@ -79,7 +79,7 @@ def _sampler(spec: TuneSpec) -> Any:
     return optuna.samplers.TPESampler(seed=spec.seed)
 
 
-def _excluded(exclude: str, kept: UserLists, held: UserLists) -> UserLists | None:
+def validation_exclusions(exclude: str, kept: UserLists, held: UserLists) -> UserLists | None:
     """Validation exclusions: the kept history, none, or a table's items minus the held-out truth."""
     if exclude == "history":
         return kept
@@ -117,7 +117,7 @@ def run_tune(spec: TuneSpec, train: str | os.PathLike[str], output: str | os.Pat
     lists = read_ordered(train)
     table = read_user_lists(holdout_table, "--holdout-table") if holdout_table is not None else None
     kept, held = carve(lists, holdout, share=share, min_items=min_items, seed=spec.seed, table=table)
-    excluded = _excluded(exclude, kept, held)
+    excluded = validation_exclusions(exclude, kept, held)
     study = optuna.create_study(direction="maximize", sampler=_sampler(spec))
     rows: list[dict[str, Any]] = []
     started = time.monotonic()
