@@ -79,6 +79,33 @@ def _prepare(x: np.ndarray, space: str) -> np.ndarray:
     return x
 
 
+def brute_search_blocks(score_block: Callable[[int, int, int, int], np.ndarray], n_users: int, n_items: int,
+                        k: int, *, item_ids: np.ndarray | None = None, exclude: Ragged | None = None,
+                        user_batch: int = 1024, item_block: int | Callable[[int, int], int] = 32_768,
+                        progress: bool = True) -> TopK:
+    """The one exact top-``k`` loop: ``score_block(start, stop, lo, hi)`` gives users start..stop's scores of
+    item rows lo..hi (float32 [stop - start, hi - lo]), folded into per-user heaps; ``item_block`` is the
+    items per block, or a function of (start, stop) giving it."""
+    k = min(k, n_items)
+    excl = _exclusion_rows(exclude, n_users, n_items, item_ids)
+    out = (np.full((n_users, k), -1, dtype=np.int64), np.full((n_users, k), -np.inf, dtype=np.float32),
+           np.zeros(n_users, np.int64))
+    with maybe_progress(progress, "exact search", n_users) as bar:
+        for start in range(0, n_users, user_batch):
+            stop = min(n_users, start + user_batch)
+            heaps = _Heaps(stop - start, k)
+            sub = excl.slice(start, stop)
+            step = max(1, item_block(start, stop) if callable(item_block) else item_block)
+            for lo in range(0, n_items, step):
+                hi = min(n_items, lo + step)
+                scores = np.ascontiguousarray(score_block(start, stop, lo, hi), dtype=np.float32)
+                kernels.topk_update(scores, lo, heaps.scores, heaps.rows, heaps.count, sub.offsets, sub.values)
+            for target, value in zip(out, heaps.finish(item_ids), strict=True):
+                target[start:stop] = value
+            bar.advance(stop - start)
+    return TopK(out[0], out[1], out[2], np.full(n_users, n_items, dtype=np.int64))
+
+
 def brute_search_dot(queries: np.ndarray, items: np.ndarray, k: int, *, space: str = "ip",
                      item_ids: np.ndarray | None = None, exclude: Ragged | None = None,
                      user_batch: int = 1024, item_block: int = 32_768, progress: bool = True,
@@ -93,30 +120,18 @@ def brute_search_dot(queries: np.ndarray, items: np.ndarray, k: int, *, space: s
     if q.ndim != 2 or x.ndim != 2 or q.shape[1] != x.shape[1]:
         raise UserError(f"query embeddings {q.shape} and item embeddings {x.shape} differ in dimension; use the "
                         "user and item towers of one model")
-    n, n_items = q.shape[0], x.shape[0]
-    k = min(k, n_items)
-    excl = _exclusion_rows(exclude, n, n_items, item_ids)
     x_sq = np.einsum("ij,ij->i", x, x) if space == "l2" else None
-    out = np.full((n, k), -1, dtype=np.int64), np.full((n, k), -np.inf, dtype=np.float32), np.zeros(n, np.int64)
-    with maybe_progress(progress, "exact search", n) as bar:
-        for start in range(0, n, user_batch):
-            stop = min(n, start + user_batch)
-            heaps = _Heaps(stop - start, k)
-            sub = excl.slice(start, stop)
-            q_sq = np.einsum("ij,ij->i", q[start:stop], q[start:stop])[:, None] if x_sq is not None else None
-            step = item_block if mix is None else mix.item_block(start, stop, item_block)
-            for lo in range(0, n_items, step):
-                hi = min(n_items, lo + step)
-                block = q[start:stop] @ x[lo:hi].T
-                if x_sq is not None:
-                    block = np.float32(2.0) * block - x_sq[lo:hi][None, :] - q_sq
-                if mix is not None:
-                    block = mix.block(block, start, stop, x[lo:hi])
-                kernels.topk_update(block, lo, heaps.scores, heaps.rows, heaps.count, sub.offsets, sub.values)
-            for target, value in zip(out, heaps.finish(item_ids), strict=True):
-                target[start:stop] = value
-            bar.advance(stop - start)
-    return TopK(out[0], out[1], out[2], np.full(n, n_items, dtype=np.int64))
+    q_sq = np.einsum("ij,ij->i", q, q) if space == "l2" else None
+
+    def score_block(start: int, stop: int, lo: int, hi: int) -> np.ndarray:
+        block = q[start:stop] @ x[lo:hi].T
+        if x_sq is not None and q_sq is not None:
+            block = np.float32(2.0) * block - x_sq[lo:hi][None, :] - q_sq[start:stop, None]
+        return block if mix is None else mix.block(block, start, stop, x[lo:hi])
+
+    step = item_block if mix is None else (lambda start, stop: mix.item_block(start, stop, item_block))
+    return brute_search_blocks(score_block, q.shape[0], x.shape[0], k, item_ids=item_ids, exclude=exclude,
+                               user_batch=user_batch, item_block=step, progress=progress)
 
 
 def brute_search_rows(score_rows: Callable[[int, int], np.ndarray], n_users: int, n_items: int, k: int, *,
@@ -124,48 +139,23 @@ def brute_search_rows(score_rows: Callable[[int, int], np.ndarray], n_users: int
                       progress: bool = True) -> TopK:
     """Exact top-``k`` per user from dense score rows: ``score_rows(lo, hi)`` gives users lo..hi's scores of
     every item, float32 [hi - lo, n_items] (the classical methods, ``rectool.retrieval.classical``)."""
-    k = min(k, n_items)
-    excl = _exclusion_rows(exclude, n_users, n_items, item_ids)
-    out = (np.full((n_users, k), -1, dtype=np.int64), np.full((n_users, k), -np.inf, dtype=np.float32),
-           np.zeros(n_users, np.int64))
-    with maybe_progress(progress, "exact search", n_users) as bar:
-        for start in range(0, n_users, user_batch):
-            stop = min(n_users, start + user_batch)
-            heaps = _Heaps(stop - start, k)
-            sub = excl.slice(start, stop)
-            scores = np.ascontiguousarray(score_rows(start, stop), dtype=np.float32)
-            kernels.topk_update(scores, 0, heaps.scores, heaps.rows, heaps.count, sub.offsets, sub.values)
-            for target, value in zip(out, heaps.finish(item_ids), strict=True):
-                target[start:stop] = value
-            bar.advance(stop - start)
-    return TopK(out[0], out[1], out[2], np.full(n_users, n_items, dtype=np.int64))
+    return brute_search_blocks(lambda start, stop, lo, hi: score_rows(start, stop), n_users, n_items, k,
+                               item_ids=item_ids, exclude=exclude, user_batch=user_batch,
+                               item_block=max(n_items, 1), progress=progress)
 
 
 def brute_search(scorer: Scorer, n_users: int, n_items: int, k: int, *, item_ids: np.ndarray | None = None,
                  exclude: Ragged | None = None, max_pairs: int = 1 << 22, progress: bool = True) -> TopK:
     """Exact top-``k`` per user by scoring all ``n_items`` rows with a pairwise scorer."""
-    k = min(k, n_items)
-    excl = _exclusion_rows(exclude, n_users, n_items, item_ids)
     block = max(1, min(n_items, max_pairs))
-    users_per_call = max(1, max_pairs // block)
-    out = (np.full((n_users, k), -1, dtype=np.int64), np.full((n_users, k), -np.inf, dtype=np.float32),
-           np.zeros(n_users, np.int64))
-    with maybe_progress(progress, "exact search", n_users) as bar:
-        for start in range(0, n_users, users_per_call):
-            stop = min(n_users, start + users_per_call)
-            heaps = _Heaps(stop - start, k)
-            sub = excl.slice(start, stop)
-            for lo in range(0, n_items, block):
-                hi = min(n_items, lo + block)
-                users = np.repeat(np.arange(start, stop, dtype=np.int64), hi - lo)
-                rows = np.tile(np.arange(lo, hi, dtype=np.int64), stop - start)
-                scores = np.asarray(scorer(users, rows), dtype=np.float32).reshape(stop - start, hi - lo)
-                kernels.topk_update(scores, lo, heaps.scores, heaps.rows, heaps.count, sub.offsets, sub.values)
-            for target, value in zip(out, heaps.finish(item_ids), strict=True):
-                target[start:stop] = value
-            bar.advance(stop - start)
-    return TopK(out[0], out[1], out[2], np.full(n_users, n_items, dtype=np.int64))
 
+    def score_block(start: int, stop: int, lo: int, hi: int) -> np.ndarray:
+        users = np.repeat(np.arange(start, stop, dtype=np.int64), hi - lo)
+        rows = np.tile(np.arange(lo, hi, dtype=np.int64), stop - start)
+        return np.asarray(scorer(users, rows), dtype=np.float32).reshape(stop - start, hi - lo)
+
+    return brute_search_blocks(score_block, n_users, n_items, k, item_ids=item_ids, exclude=exclude,
+                               user_batch=max(1, max_pairs // block), item_block=block, progress=progress)
 
 
 def brute_search_dot_torch(queries: np.ndarray, items: torch.Tensor, k: int, *, item_ids: np.ndarray | None = None,
