@@ -11,13 +11,12 @@ with the ideal DCG of min(|test|, K) items; averaged over users with >= 1 test i
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from common import DATA, ROOT, emit, log
+from common import DATA, emit, log, shared_data
 
 PEERS = {  # issue 5: best peer and popularity figures on this machine, same protocol
     "movielens-100k": {"best_peer": "ALS 64 factors: recall@20 0.191, NDCG@20 0.189", "popularity_recall@20": 0.097},
@@ -28,12 +27,7 @@ PEERS = {  # issue 5: best peer and popularity figures on this machine, same pro
 }
 
 
-def _shared_data() -> Path | None:
-    for base in (os.environ.get("RECTOOL_SHARED_DATA"), ROOT.parent / "shared" / "data",
-                 ROOT.parent.parent / "shared" / "data"):
-        if base and Path(base).is_dir():
-            return Path(base)
-    return None
+_shared_data = shared_data  # the name the other benches import
 
 
 def _user_lines(path: Path) -> tuple[list[int], list[list[int]]]:

@@ -21,9 +21,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench_baselines import PEERS, _shared_data
+from bench_baselines import PEERS
 from bench_retrieval_quality import DATASETS, build_split, evaluate, rt
-from common import DATA, emit, log
+from common import DATA, log, run_shared_datasets
 
 GRIDS: dict[str, dict[str, list[Any]]] = {
     "item-knn": {"neighbours": [20, 50, 100, 200, 500]},
@@ -88,18 +88,8 @@ def main() -> None:
         key, values = item.split("=", 1)
         method, param = key.split(".", 1)
         GRIDS[method] = {**GRIDS[method], param: json.loads(values)}
-    root = _shared_data()
-    if root is None:
-        raise SystemExit("bench_classical: ../shared/data not found (set RECTOOL_SHARED_DATA)")
-    results = {}
-    for name in args.datasets.split(","):
-        src = root / DATASETS[name]["dir"]
-        if not src.is_dir():
-            log(f"{name}: not in {root}, skipped")
-            continue
-        results[name] = run_dataset(name, src, args.methods.split(","))
-        (DATA / "classical" / f"{name}.json").write_text(json.dumps(results[name], indent=2))
-    emit("classical" + ("" if set(DATASETS) <= set(results) else "_" + "_".join(results)), results)
+    run_shared_datasets("classical", DATASETS, args.datasets,
+                        lambda name, src: run_dataset(name, src, args.methods.split(",")))
 
 
 if __name__ == "__main__":

@@ -48,8 +48,8 @@ from typing import Any
 
 import numpy as np
 import yaml
-from bench_baselines import PEERS, _shared_data
-from common import DATA, RECTOOL, ROOT, emit, log
+from bench_baselines import PEERS
+from common import DATA, RECTOOL, ROOT, add_grid_option, log, parse_grid, run_shared_datasets
 
 DATASETS: dict[str, dict[str, Any]] = {
     "movielens-100k": {"dir": "movielens-100k/split_temporal_80_20", "layout": "lines", "targets": "all",
@@ -321,21 +321,11 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=20)
     ap.add_argument("--models", default="two_tower,mind")
     ap.add_argument("--no-baselines", action="store_true")
-    ap.add_argument("--grid", nargs="*", default=[], metavar="NAME=JSON",
-                    help='configurations tried on the validation split, e.g. t10=\'{"model.loss.temperature": 0.1}\'')
+    add_grid_option(ap)
     args = ap.parse_args()
-    grid = {g.split("=", 1)[0]: json.loads(g.split("=", 1)[1]) for g in args.grid}
-    root = _shared_data()
-    if root is None:
-        raise SystemExit("bench_retrieval_quality: ../shared/data not found (set RECTOOL_SHARED_DATA)")
-    results = {}
-    for name in args.datasets.split(","):
-        src = root / DATASETS[name]["dir"]
-        if not src.is_dir():
-            log(f"{name}: not in {root}, skipped")
-            continue
-        results[name] = run_dataset(name, src, args.epochs, args.models.split(","), not args.no_baselines, grid)
-    emit("retrieval_quality" + ("" if set(DATASETS) <= set(results) else "_" + "_".join(results)), results)
+    grid = parse_grid(args.grid)
+    run_shared_datasets("retrieval_quality", DATASETS, args.datasets, lambda name, src: run_dataset(
+        name, src, args.epochs, args.models.split(","), not args.no_baselines, grid))
 
 
 if __name__ == "__main__":

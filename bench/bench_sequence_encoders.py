@@ -28,14 +28,12 @@ train split and evaluated on test. Without ``--grid`` each encoder runs its fixe
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 from pathlib import Path
 from typing import Any
 
-from bench_baselines import _shared_data
 from bench_retrieval_quality import _n_items, _read_lines, _write_lines, apply_overrides, build_split, config, run_model
-from common import DATA, emit, log
+from common import DATA, add_grid_option, log, parse_grid, run_shared_datasets
 
 DATASETS: dict[str, dict[str, Any]] = {
     "movielens-100k": {"dir": "movielens-100k/split_temporal_80_20", "layout": "lines", "targets": "all",
@@ -120,21 +118,11 @@ def main() -> None:
     ap.add_argument("--datasets", default=",".join(DATASETS))
     ap.add_argument("--encoders", default=",".join(ENCODERS))
     ap.add_argument("--epochs", type=int, default=20)
-    ap.add_argument("--grid", nargs="*", default=[], metavar="NAME=JSON",
-                    help='configurations tried on the validation split, e.g. t10=\'{"model.loss.temperature": 0.1}\'')
+    add_grid_option(ap)
     args = ap.parse_args()
-    grid = {g.split("=", 1)[0]: json.loads(g.split("=", 1)[1]) for g in args.grid}
-    root = _shared_data()
-    if root is None:
-        raise SystemExit("bench_sequence_encoders: ../shared/data not found (set RECTOOL_SHARED_DATA)")
-    results = {}
-    for name in args.datasets.split(","):
-        src = root / DATASETS[name]["dir"]
-        if not src.is_dir():
-            log(f"{name}: not in {root}, skipped")
-            continue
-        results[name] = run_dataset(name, src, args.epochs, args.encoders.split(","), grid)
-    emit("sequence_encoders" + ("" if set(DATASETS) <= set(results) else "_" + "_".join(results)), results)
+    grid = parse_grid(args.grid)
+    run_shared_datasets("sequence_encoders", DATASETS, args.datasets, lambda name, src: run_dataset(
+        name, src, args.epochs, args.encoders.split(","), grid))
 
 
 if __name__ == "__main__":

@@ -70,3 +70,40 @@ def emit(name: str, result: dict[str, Any]) -> None:
 
 def log(msg: str) -> None:
     print(f"[bench] {msg}", file=sys.stderr, flush=True)
+
+
+def shared_data() -> Path | None:
+    """``../shared/data`` (or ``$RECTOOL_SHARED_DATA``), None where it is absent."""
+    for base in (os.environ.get("RECTOOL_SHARED_DATA"), ROOT.parent / "shared" / "data",
+                 ROOT.parent.parent / "shared" / "data"):
+        if base and Path(base).is_dir():
+            return Path(base)
+    return None
+
+
+def add_grid_option(ap: Any) -> None:
+    ap.add_argument("--grid", nargs="*", default=[], metavar="NAME=JSON",
+                    help='configurations tried on the validation split, e.g. t10=\'{"model.loss.temperature": 0.1}\'')
+
+
+def parse_grid(items: list[str]) -> dict[str, dict[str, Any]]:
+    """``["t10={...}"]`` -> ``{"t10": {...}}``."""
+    return {g.split("=", 1)[0]: json.loads(g.split("=", 1)[1]) for g in items}
+
+
+def run_shared_datasets(bench: str, datasets: dict[str, dict[str, Any]], names: str,
+                        run: Any) -> dict[str, Any]:
+    """``run(name, src)`` for each named dataset found under the shared data (``datasets[name]["dir"]``),
+    then one JSON result named ``bench`` (with the datasets' names when not all ran)."""
+    root = shared_data()
+    if root is None:
+        raise SystemExit(f"{bench}: ../shared/data not found (set RECTOOL_SHARED_DATA)")
+    results = {}
+    for name in names.split(","):
+        src = root / datasets[name]["dir"]
+        if not src.is_dir():
+            log(f"{name}: not in {root}, skipped")
+            continue
+        results[name] = run(name, src)
+    emit(bench + ("" if set(datasets) <= set(results) else "_" + "_".join(results)), results)
+    return results
