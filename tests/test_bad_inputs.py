@@ -558,6 +558,18 @@ CASES = [
          "-o {out} --keep-seen --ef 99999999999999999999", "--ef 99999999999999999999: give whole numbers"),
     Case("retrieve-zero-topk", "retrieve --method hnsw --model {tt_export} --index {index} --users {seq_train} "
          "-o {out} --topk 0", "--topk"),
+    # ---- tune: the search file, the training table, the carving
+    Case("tune-no-space", "tune --space {bad}/none.yaml --train {truth} -o {out}", "--space {bad}/none.yaml: no such "
+         "file", {"bad": lambda tmp, a: tmp}),
+    Case("tune-space-syntax", "tune --space {bad} --train {truth} -o {out}", "{bad}: not valid YAML",
+         {"bad": text("space.yaml", "methods: {als: [1\n")}),
+    Case("tune-unknown-method", "tune --space {bad} --train {truth} -o {out}", "{bad}: methods.svd",
+         {"bad": text("space.yaml", "methods: {svd: {}}\n")}),
+    Case("tune-train-without-users", "tune --space {space} --train {emb} -o {out}", "missing column(s) user_id",
+         {"space": text("space.yaml", "methods: {ease: {l2: [10]}}\n")}),
+    Case("tune-nothing-held-out", "tune --space {space} --train {truth} -o {out} --overwrite",
+         "--holdout last: nothing held out",
+         {"space": text("space.yaml", "methods: {ease: {l2: [10]}}\n")}, existing=True),
     # ---- eval-topk
     Case("eval-topk-zero-k", "eval-topk --recall-path {recalls} --truth-path {truth} -o {out} --k-list 0",
          "--k-list 0"),
