@@ -21,13 +21,15 @@ from __future__ import annotations
 import difflib
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 from pydantic import BaseModel, ValidationError
 
 from rectool.badinput import QUOTE_LIMIT, printable, quote
 from rectool.errors import UserError
+
+M = TypeVar("M", bound=BaseModel)
 
 
 def read_yaml(path: Path) -> Any:
@@ -36,6 +38,22 @@ def read_yaml(path: Path) -> Any:
         return yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
         raise UserError(f"{path}: not valid YAML ({' '.join(str(exc).split())})") from exc
+
+
+def read_yaml_file(path: Path, flag: str) -> Any:
+    """The YAML tree of the file a flag names (``--config``, ``--space``, ``--schema``): a missing file or a
+    syntax error is a one-line ``UserError``."""
+    if not path.is_file():
+        raise UserError(f"{flag} {path}: no such file")
+    return read_yaml(path)
+
+
+def validate_file(path: Path, tree: Any, root: type[M], label: str = "") -> M:
+    """``tree`` (read from ``path``) as a ``root``; what does not fit is one line (``validation_message``)."""
+    try:
+        return root.model_validate(tree)
+    except ValidationError as exc:
+        raise UserError(validation_message(path, exc, root, label)) from exc
 
 
 def validation_message(path: Path, exc: ValidationError, root: type[BaseModel], label: str = "") -> str:

@@ -66,10 +66,10 @@ from pathlib import Path
 from typing import Literal
 
 import pyarrow as pa
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from rectool.errors import UserError
-from rectool.yamlconfig import read_yaml, validation_message
+from rectool.yamlconfig import read_yaml_file, validate_file
 
 EVENT_COLUMNS = ("user_id", "item_id", "category_id", "behavior", "time", "geohash")
 EVENTS_SCHEMA = pa.schema([
@@ -205,10 +205,4 @@ def load_format(name: str, schema_path: str | os.PathLike[str] | None = None) ->
 
 
 def load_spec_file(path: Path) -> FormatSpec:
-    if not path.is_file():
-        raise UserError(f"--schema {path}: no such file")
-    raw = read_yaml(path)
-    try:
-        return FormatSpec.model_validate(raw)
-    except ValidationError as exc:
-        raise UserError(validation_message(path, exc, FormatSpec, label="field ")) from exc
+    return validate_file(path, read_yaml_file(path, "--schema"), FormatSpec, label="field ")

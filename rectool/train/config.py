@@ -28,12 +28,12 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, model_validator
 
 from rectool.errors import UserError
 from rectool.train.feature_config import CrossFeature, Feature, IdFeature, SequenceFeature, Strict
 from rectool.train.model_config import ModelConfig
-from rectool.yamlconfig import read_yaml, validation_message
+from rectool.yamlconfig import read_yaml_file, validate_file
 
 # ----------------------------------------------------------------------------- data
 
@@ -220,16 +220,10 @@ def apply_overrides(raw: dict, overrides: Sequence[str]) -> dict:
 
 def load_config(path: str | Path, overrides: Sequence[str] = ()) -> Config:
     path = Path(path)
-    if not path.is_file():
-        raise UserError(f"--config {path}: no such file")
-    raw = read_yaml(path) or {}
+    raw = read_yaml_file(path, "--config") or {}
     if not isinstance(raw, dict):
         raise UserError(f"{path}: the config must be a mapping of sections (data, features, model, ...)")
-    raw = apply_overrides(raw, overrides)
-    try:
-        return Config.model_validate(raw)
-    except ValidationError as exc:
-        raise UserError(validation_message(path, exc, Config)) from exc
+    return validate_file(path, apply_overrides(raw, overrides), Config)
 
 
 def dump_config(cfg: Config) -> str:

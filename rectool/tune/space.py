@@ -28,11 +28,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from rectool.errors import UserError
 from rectool.retrieval.classical import CLASSICAL
-from rectool.yamlconfig import read_yaml, validation_message
+from rectool.yamlconfig import read_yaml_file, validate_file
 
 Sampler = Literal["grid", "tpe", "random"]
 MetricName = Literal["recall", "ndcg", "hit_rate"]
@@ -97,12 +97,7 @@ class TuneSpec(_Frozen):
 
 def load_spec(path: str | Path) -> TuneSpec:
     path = Path(path)
-    if not path.is_file():
-        raise UserError(f"--space {path}: no such file")
-    raw = read_yaml(path) or {}
+    raw = read_yaml_file(path, "--space") or {}
     if not isinstance(raw, dict):
         raise UserError(f"{path}: the search space must be a mapping (metric, sampler, methods, ...)")
-    try:
-        return TuneSpec.model_validate(raw)
-    except ValidationError as exc:
-        raise UserError(validation_message(path, exc, TuneSpec)) from exc
+    return validate_file(path, raw, TuneSpec)
