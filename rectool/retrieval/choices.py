@@ -9,3 +9,4 @@ from typing import Literal
 Method = Literal["hnsw", "brute", "tdm", "nann"]   # retrieve --method
 Space = Literal["ip", "l2", "cosine"]              # hnsw build --space
 MissingUsers = Literal["error", "zero"]            # eval-topk --missing-users
+Holdout = Literal["last", "random", "table"]    # tune --holdout: how the validation split is carved from train

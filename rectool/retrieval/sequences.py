@@ -50,6 +50,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
 import numpy as np
@@ -58,12 +59,28 @@ import pyarrow.parquet as pq
 
 from rectool import console
 from rectool.artifacts import atomic_dir, write_meta
+from rectool.retrieval.choices import Holdout
 from rectool.duck import Events, bound, duck_session, open_events
 from rectool.errors import UserError
 
 Protocol = Literal["user-split", "leave-one-out", "given"]
 Targets = Literal["all", "last", "set"]
 ID_COLUMNS = ("user_id", "item_id")  # what next-item needs of an events dataset; the rest is optional
+
+
+@dataclass(frozen=True)
+class ValidationCarve:
+    """A validation split carved from the *training* events, in place of ``--test-events``
+    (``rectool tune``): per user, ``last`` holds out the last ``share`` of the time-ordered events,
+    ``random`` a seeded random ``share`` (item sets), both only for users with >= ``min_items``
+    events; ``table`` holds out the events whose (user_id, item_id) pair is in ``pairs`` (and whose
+    behaviour is a target behaviour, when the dataset has them: Taobao's held-out buy)."""
+
+    rule: Holdout
+    share: float = 0.2
+    min_items: int = 5
+    seed: int = 7
+    pairs: pa.Table | None = None  # user_id, item_id: the table rule's held-out pairs
 
 
 def _events_view(con, name: str, events: Events) -> None:  # noqa: ANN001
@@ -180,6 +197,35 @@ def _inputs_query(source: str, exclude: Sequence[int] | None) -> str:
         FROM {source}"""
 
 
+def _carve(con, source: str, carve: ValidationCarve, target_behaviors: Sequence[int] | None) -> None:  # noqa: ANN001
+    """Views ``{source}_kept`` (the events a validation trial learns from) and ``test_ev`` (the held-out
+    ones) over ``source``; the rule's values go to DuckDB as parameters."""
+    if not 0 < carve.share < 1:
+        raise UserError(f"--holdout-share {carve.share}: give a share between 0 and 1")
+    params: dict[str, Any] = {"share": carve.share, "min_items": carve.min_items, "seed": carve.seed,
+                              "target_behaviors": list(target_behaviors or [])}
+    if carve.rule == "table":
+        assert carve.pairs is not None
+        con.register("holdout_pairs", carve.pairs.select(["user_id", "item_id"]))
+        rows = source
+        held = ("EXISTS (SELECT 1 FROM holdout_pairs p WHERE p.user_id = e.user_id AND p.item_id = e.item_id)"
+                + (" AND list_contains($target_behaviors, e.behavior)" if target_behaviors else ""))
+    else:  # last: the final floor(n * share) events in time order; random: the first ones in a seeded hash order
+        order = "t, s, behavior, item_id" if carve.rule == "last" else "hash(item_id, t, s, $seed), item_id"
+        rows = f"""(SELECT *, row_number() OVER (PARTITION BY user_id ORDER BY {order}) AS pos,
+                           count(*) OVER (PARTITION BY user_id) AS n FROM {source})"""
+        held = f"n >= $min_items AND {'n - pos' if carve.rule == 'last' else 'pos - 1'} < floor(n * $share)"
+    sql = f"""CREATE OR REPLACE TEMP TABLE carved AS
+        SELECT e.user_id, e.item_id, e.category_id, e.behavior, e.t, e.s, ({held}) AS held FROM {rows} e"""
+    con.execute(sql, bound(sql, **params))
+    con.execute(f"""CREATE OR REPLACE TEMP VIEW {source}_kept AS
+        SELECT user_id, item_id, category_id, behavior, t, s FROM carved WHERE NOT held""")
+    con.execute("CREATE OR REPLACE TEMP VIEW test_ev AS SELECT user_id, item_id FROM carved WHERE held")
+    if not con.execute("SELECT count(*) FROM carved WHERE held").fetchone()[0]:
+        raise UserError(f"--holdout {carve.rule}: nothing held out (users need >= {carve.min_items} events, or the "
+                        "table's pairs must be in the training events); lower --holdout-min-items")
+
+
 def build_next_item(events: str | Sequence[str], output: str | os.PathLike[str], protocol: Protocol = "user-split",
                     test_events: str | Sequence[str] | None = None, min_behaviors: int = 10, n_test: int = 10_000,
                     n_valid: int = 10_000, max_history: int = 50, targets: Targets = "all",
@@ -187,11 +233,15 @@ def build_next_item(events: str | Sequence[str], output: str | os.PathLike[str],
                     exclude_behaviors: Sequence[int] | None = None, target_behaviors: Sequence[int] | None = None,
                     target_in_history: bool = True, seed: int = 2024, threads: int | None = None,
                     memory_limit: str = "2GB", temp_dir: str | os.PathLike[str] | None = None,
-                    overwrite: bool = False) -> dict[str, Any]:
-    """Write a next-item dataset; returns its counts."""
+                    overwrite: bool = False, validation: ValidationCarve | None = None) -> dict[str, Any]:
+    """Write a next-item dataset; returns its counts. With ``validation`` (protocol given, no test
+    events) the held-out part of the training events takes the test split's place: the dataset a
+    validation trial learns from and is scored on."""
     if protocol not in get_args(Protocol):
         raise UserError(f"--protocol {protocol}: choose user-split, leave-one-out or given")
-    if (protocol == "given") != (test_events is not None):
+    if validation is not None and (protocol != "given" or test_events is not None):
+        raise UserError("a validation carve replaces the test events of --protocol given")
+    if (protocol == "given") != (test_events is not None or validation is not None):
         raise UserError("--test-events is required with --protocol given, and only used with it")
     if targets not in get_args(Targets):
         raise UserError(f"--targets {targets}: choose all, last or set")
@@ -208,12 +258,16 @@ def build_next_item(events: str | Sequence[str], output: str | os.PathLike[str],
     params = {"max_history": max_history, "min_history": min_history, "seed": seed,
               "min_len": max(min_behaviors, 3 if n_valid > 0 else 2),
               "target_behaviors": list(target_behaviors or []), "exclude_behaviors": list(exclude_behaviors or [])}
+    if validation is not None and validation.rule == "table" and validation.pairs is None:
+        raise UserError("--holdout table needs --holdout-table (the validation pairs)")
     inputs = [f.inputs for f in (train_files, test_files) if f is not None]
     counts: dict[str, Any] = {}
     with duck_session(threads, memory_limit, temp_dir, inputs=inputs, beside=output) as con, \
             atomic_dir(output, overwrite) as tmp, console.progress("dataset next-item", total=4) as bar:
         _events_view(con, "ev", train_files)
-        _sequences(con, "ev", "seqs", behaviors)
+        if validation is not None:  # the held-out events become "test_ev", the rest trains
+            _carve(con, "ev", validation, target_behaviors)
+        _sequences(con, "ev_kept" if validation is not None else "ev", "seqs", behaviors)
         bar.advance(1)
         if protocol == "user-split":
             con.register("roles", _pick_users(con, min_behaviors, n_test, n_valid, seed))
@@ -246,8 +300,8 @@ def build_next_item(events: str | Sequence[str], output: str | os.PathLike[str],
                                                 tmp / name / "inputs", params)
                 _copy(con, "SELECT user_id, truth AS item_ids FROM held", tmp / name / "truth", params)
         else:
-            assert test_files is not None
-            _events_view(con, "test_ev", test_files)
+            if test_files is not None:
+                _events_view(con, "test_ev", test_files)
             con.execute("CREATE TEMP TABLE train_seqs AS SELECT * FROM seqs")
             con.execute("""CREATE TEMP TABLE held AS
                 SELECT s.user_id, s.items, s.cats, s.behs, t.truth
@@ -274,7 +328,11 @@ def build_next_item(events: str | Sequence[str], output: str | os.PathLike[str],
                                 params)
         bar.advance(1)
         write_meta(tmp, kind="next-item-dataset", inputs=[*events, *given],
-                   rows=counts, protocol=protocol,
+                   rows=counts, protocol=protocol, events=[os.path.abspath(e) for e in events],
+                   test_events=[os.path.abspath(e) for e in given],
+                   validation=None if validation is None else {
+                       "rule": validation.rule, "share": validation.share, "min_items": validation.min_items,
+                       "seed": validation.seed},
                    params={"min_behaviors": min_behaviors, "n_test": n_test, "n_valid": n_valid,
                            "max_history": max_history, "targets": targets, "min_history": min_history,
                            "behaviors": list(behaviors or []), "exclude_behaviors": list(exclude_behaviors or []),

@@ -7,6 +7,6 @@
                 winner fitted on the whole train
 """
 
-from typing import Literal
+from rectool.retrieval.choices import Holdout  # tune --holdout (light: the command line reads it)
 
-Holdout = Literal["last", "random", "table"]  # tune --holdout (light: the command line reads it)
+__all__ = ["Holdout"]

@@ -1,27 +1,33 @@
-"""``rectool tune``: choose a method and its parameters on a validation split carved from train.
+"""``rectool tune``: choose a method and its settings on a validation split carved from train.
 
-Inputs: the training lists (``--train``), the search (``rectool.tune.space``: methods, parameter
-domains, sampler, trial and time budget, patience) and the carving rule
-(``rectool.tune.holdout``). Each trial fits one configuration on the kept part of train, ranks
-every item for the users with held-out items (their kept items are the history and, by default,
-excluded) and scores the spec's metric against the held-out items (``eval-topk``'s measures).
-Optuna drives the search: ``grid`` enumerates every combination (its brute-force sampler),
-``tpe`` and ``random`` sample within the budget; the study stops at ``trials``, at
+Inputs: the search (``rectool.tune.space``: classical methods and trained models, parameter
+domains, retrieve-time terms, sampler, trial and time budget, patience) and the data: training
+lists (``--train``: classical methods only) or a next-item dataset (``--dataset``: both), with the
+carving rule (``rectool.tune.splits``). A classical trial fits one configuration on the kept part
+of train and ranks every item for the users with held-out items; a trained trial trains the
+model's config with the trial's settings on the validation dataset, then retrieves once per
+combination of the retrieve-time terms (no retraining per value: the best variant is the trial's
+value). Every trial is scored by the spec's metric against the held-out items (``eval-topk``'s
+measures). Optuna drives the search: ``grid`` enumerates every combination (its brute-force
+sampler), ``tpe`` and ``random`` sample within the budget; the study stops at ``trials``, at
 ``budget_minutes`` (no trial starts after it), or after ``patience`` trials without a better one.
 Trials run one at a time: each already uses both cores, and two at once would fight for them.
 
 Outputs (``--output DIR``, atomic):
-    ``trials.csv``   every trial: number, method, parameters, the metric, seconds, state
+    ``trials.csv``   every trial: number, method, settings, retrieve terms, the metric, seconds
+    ``trials.json``  the same, with every retrieve variant of a trained trial
     ``trials.png``   the metric of each trial and the best so far
-    ``best.yaml``    the chosen method and parameters (and its validation metric)
-    ``recalls/``     with ``final_users``: the winner fitted on the *whole* train, top-``final_k`` for
-                     those users (the recall format of ``retrieve``; ``eval-topk`` reads it)
+    ``best.yaml``    the chosen method, its settings (and retrieve terms) and validation metric
+    ``config.yaml``  a trained winner's train config (on the dataset's whole train/)
+    ``recalls/``     with ``final_users`` (``--train``) or ``final`` (``--dataset``): the winner fitted on
+                     the *whole* train, top-``final_k`` for those users or the dataset's test users (the
+                     recall format of ``retrieve``; ``eval-topk`` reads it); a trained winner's
+                     ``model/`` and ``export/`` beside it
     ``_meta.json``   kind ``tune``
 
 Example::
 
-    rectool tune --space examples/tune/classical.yaml --train out/seq/train_sequences --holdout last \\
-        --final-users out/seq/test/truth -o out/tune
+    rectool tune --space examples/tune/two_tower.yaml --dataset out/seq --holdout last --final -o out/tune
 """
 
 from __future__ import annotations
@@ -29,6 +35,8 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
+import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -42,11 +50,11 @@ from rectool.artifacts import atomic_dir, write_meta
 from rectool.errors import UserError
 from rectool.retrieval.baselines import classical_topk
 from rectool.retrieval.classical import CLASSICAL, ClassicalParams
-from rectool.retrieval.formats import UserLists, read_user_lists
+from rectool.retrieval.formats import UserLists, read_recalls, write_recalls
 from rectool.retrieval.metrics import topk_metrics
 from rectool.tune import Holdout
-from rectool.tune.holdout import carve, lists_of, read_ordered
 from rectool.tune.space import Range, TuneSpec
+from rectool.tune.splits import Split, dataset_split, lists_split, test_split
 
 TUNE_KIND = "tune"
 
@@ -61,12 +69,6 @@ def _suggest(trial: Any, name: str, domain: Any) -> Any:
     return trial.suggest_float(name, domain.low, domain.high, log=domain.log, step=domain.step)
 
 
-def _params(trial: Any, spec: TuneSpec) -> ClassicalParams:
-    method = trial.suggest_categorical("method", list(spec.methods))
-    values = {name: _suggest(trial, f"{method}.{name}", domain) for name, domain in spec.methods[method].items()}
-    return CLASSICAL[method](**values)
-
-
 def _sampler(spec: TuneSpec) -> Any:
     import optuna
 
@@ -79,84 +81,146 @@ def _sampler(spec: TuneSpec) -> Any:
     return optuna.samplers.TPESampler(seed=spec.seed)
 
 
-def validation_exclusions(exclude: str, kept: UserLists, held: UserLists) -> UserLists | None:
-    """Validation exclusions: the kept history, none, or a table's items minus the held-out truth."""
-    if exclude == "history":
-        return kept
-    if exclude == "none":
-        return None
-    table = read_user_lists(exclude, "--exclude")
-    rows = held.rows_of(table.user_ids)
-    lists = [np.setdiff1d(table.lists.row(i), held.lists.row(r)) if r >= 0 else table.lists.row(i)
-             for i, r in enumerate(rows)]
-    return lists_of(table.user_ids, lists)
+def score(recalls: UserLists, split: Split, spec: TuneSpec) -> float:
+    """The spec's metric of ranked lists against the split's held-out items."""
+    assert split.truth is not None
+    return float(topk_metrics(recalls, split.truth, [spec.k])["metrics"][str(spec.k)][spec.metric_name])
 
 
-def evaluate_params(params: ClassicalParams, kept: UserLists, held: UserLists, exclude: UserLists | None,
-                    spec: TuneSpec) -> float:
-    """The spec's metric of one configuration on the validation split."""
-    has_truth = held.lists.lengths() > 0
-    truth = UserLists(held.user_ids[has_truth], held.lists.take(np.flatnonzero(has_truth)))
-    topk = classical_topk(params, kept, truth.user_ids, kept, spec.k, exclude=exclude, progress=False)
-    recalls = UserLists(truth.user_ids, topk.items())
-    return float(topk_metrics(recalls, truth, [spec.k])["metrics"][str(spec.k)][spec.metric_name])
+def classical_lists(params: ClassicalParams, split: Split, k: int) -> tuple[np.ndarray, Any]:
+    return split.users, classical_topk(params, split.train, split.users, split.history, k, exclude=split.exclude,
+                                       progress=False)
 
 
-def run_tune(spec: TuneSpec, train: str | os.PathLike[str], output: str | os.PathLike[str], *,
-             holdout: Holdout = "last", share: float = 0.2, min_items: int = 5,
-             holdout_table: str | os.PathLike[str] | None = None, exclude: str = "history",
+def evaluate_params(params: ClassicalParams, split: Split, spec: TuneSpec) -> float:
+    """The spec's metric of one classical configuration on the validation split."""
+    users, topk = classical_lists(params, split, spec.k)
+    return score(UserLists(users, topk.items()), split, spec)
+
+
+def run_tune(spec: TuneSpec, output: str | os.PathLike[str], *, train: str | os.PathLike[str] | None = None,
+             dataset: str | os.PathLike[str] | None = None, holdout: Holdout = "last", share: float = 0.2,
+             min_items: int = 5, holdout_table: str | os.PathLike[str] | None = None, exclude: str = "history",
              final_users: str | os.PathLike[str] | None = None, final_history: str | os.PathLike[str] | None = None,
-             final_k: int = 200, overwrite: bool = False) -> dict[str, Any]:
+             final: bool = False, final_k: int = 200, overwrite: bool = False) -> dict[str, Any]:
     """Search, write the outputs above, return the summary figures."""
     import optuna
 
+    _check_inputs(spec, train, dataset, final_users, final)
     check_output(output, overwrite)  # before the search, not after it
     if final_k < 1:
         raise UserError(f"--final-k {final_k}: recommend at least one item")
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    lists = read_ordered(train)
-    table = read_user_lists(holdout_table, "--holdout-table") if holdout_table is not None else None
-    kept, held = carve(lists, holdout, share=share, min_items=min_items, seed=spec.seed, table=table)
-    excluded = validation_exclusions(exclude, kept, held)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # a failing trial is our one-line error, not its log
+    parent = Path(output).absolute().parent
+    parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{Path(output).name}.tune-", dir=parent))
+    try:
+        if dataset is not None:
+            split = dataset_split(Path(dataset), work, holdout, share=share, min_items=min_items, seed=spec.seed,
+                                  holdout_table=holdout_table, exclude=exclude)
+        else:
+            assert train is not None
+            split = lists_split(train, holdout, share=share, min_items=min_items, seed=spec.seed,
+                                holdout_table=holdout_table, exclude=exclude)
+        rows = _search(spec, split, work)
+        best = max(rows, key=lambda r: r[spec.metric])
+        summary: dict[str, Any] = {"trials": len(rows), "best_trial": best["trial"], "method": best["method"],
+                                   spec.metric: best[spec.metric], "validation_users": len(split.users)}
+        with atomic_dir(output, overwrite) as tmp:
+            _write_trials(tmp, rows, spec)
+            chosen = {"method": best["method"], "params": best["params"], "retrieve": best["retrieve"],
+                      "validation": {spec.metric: best[spec.metric]}, "trial": best["trial"]}
+            (tmp / "best.yaml").write_text(yaml.safe_dump(chosen, sort_keys=False))
+            if best["method"] in spec.models and dataset is not None:
+                _write_config(tmp, spec, best, Path(dataset))
+            if final_users is not None:
+                assert train is not None
+                summary["final"] = _final_lists(CLASSICAL[best["method"]](**best["params"]), train, tmp / "recalls",
+                                                final_users, final_history, exclude, final_k)
+            elif final:
+                assert dataset is not None
+                summary["final"] = _final_dataset(spec, best, test_split(Path(dataset), exclude), tmp, work, final_k)
+            summary["minutes"] = round(sum(r["seconds"] for r in rows) / 60, 2)
+            write_meta(tmp, kind=TUNE_KIND, inputs=[p for p in (train, dataset) if p is not None], holdout=holdout,
+                       share=share, spec=spec.model_dump(mode="json"),
+                       **{k: v for k, v in summary.items() if k != "final"})
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return summary
+
+
+def _check_inputs(spec: TuneSpec, train: Any, dataset: Any, final_users: Any, final: bool) -> None:
+    if (train is None) == (dataset is None):
+        raise UserError("give --train (training lists: classical methods) or --dataset (a next-item dataset: "
+                        "classical methods and trained models), not both")
+    if spec.models and dataset is None:
+        raise UserError(f"models {', '.join(spec.models)}: a trained model needs --dataset (a next-item dataset "
+                        "written by `rectool dataset --task next-item`)")
+    if final_users is not None and dataset is not None:
+        raise UserError("--final-users goes with --train; with --dataset, --final fits the winner for the "
+                        "dataset's test users")
+    if final and dataset is None:
+        raise UserError("--final goes with --dataset; with --train, name the users with --final-users")
+
+
+def _search(spec: TuneSpec, split: Split, work: Path) -> list[dict[str, Any]]:
+    """Every trial's row; trials one at a time, within the spec's budget and patience."""
+    import optuna
+
+    from rectool.tune.trained import fit_and_retrieve
+
     study = optuna.create_study(direction="maximize", sampler=_sampler(spec))
     rows: list[dict[str, Any]] = []
-    started = time.monotonic()
 
     def objective(trial: Any) -> float:
-        params = _params(trial, spec)
+        method = trial.suggest_categorical("method", [*spec.methods, *spec.models])
         start = time.perf_counter()
-        value = evaluate_params(params, kept, held, excluded, spec)
-        rows.append({"trial": trial.number, "method": params.method, "params": params.model_dump(exclude={"method"}),
-                     spec.metric: round(value, 6), "seconds": round(time.perf_counter() - start, 2)})
-        return value
+        row: dict[str, Any] = {"trial": trial.number, "method": method, "retrieve": {}}
+        if method in spec.methods:
+            params = CLASSICAL[method](**{name: _suggest(trial, f"{method}.{name}", domain)
+                                          for name, domain in spec.methods[method].items()})
+            row["params"] = params.model_dump(exclude={"method"})
+            row[spec.metric] = round(evaluate_params(params, split, spec), 6)
+        else:
+            model = spec.models[method]
+            settings = {name: _suggest(trial, f"{method}.{name}", domain) for name, domain in model.params.items()}
+            variants = model.retrieve.variants()
+            _, paths = fit_and_retrieve(model, settings, split, work / f"trial-{trial.number}", k=spec.k,
+                                        variants=variants)
+            values = [round(score(read_recalls(p), split, spec), 6) for p in paths]
+            shutil.rmtree(work / f"trial-{trial.number}", ignore_errors=True)  # 512-d tables: keep the disk free
+            pick = int(np.argmax(values))
+            row.update(params=settings, retrieve=variants[pick], variants=[
+                {"retrieve": v, spec.metric: x} for v, x in zip(variants, values)])
+            row[spec.metric] = values[pick]
+        row["seconds"] = round(time.perf_counter() - start, 2)
+        rows.append(row)
+        return row[spec.metric]
 
     def stop_early(study: Any, trial: Any) -> None:
         bar.advance(1)
-        best = study.best_trial.number
-        if spec.patience and trial.number - best >= spec.patience:
+        if spec.patience and trial.number - study.best_trial.number >= spec.patience:
             study.stop()
 
     with console.progress(f"tune ({spec.sampler})", total=spec.trials) as bar:
         study.optimize(objective, n_trials=spec.trials, timeout=spec.budget_minutes * 60, callbacks=[stop_early])
-    best = max(rows, key=lambda r: r[spec.metric])
-    winner = CLASSICAL[best["method"]](**best["params"])
-    summary: dict[str, Any] = {"trials": len(rows), "best_trial": best["trial"], "method": best["method"],
-                               spec.metric: best[spec.metric], "minutes": round((time.monotonic() - started) / 60, 2),
-                               "validation_users": int((held.lists.lengths() > 0).sum())}
-    with atomic_dir(output, overwrite) as tmp:
-        _write_trials(tmp, rows, spec)
-        (tmp / "best.yaml").write_text(yaml.safe_dump(
-            {"method": best["method"], "params": best["params"], "validation": {spec.metric: best[spec.metric]},
-             "trial": best["trial"]}, sort_keys=False))
-        if final_users is not None:
-            summary["final"] = _final(winner, train, tmp / "recalls", final_users, final_history, exclude, final_k)
-        write_meta(tmp, kind=TUNE_KIND, inputs=[train], holdout=holdout, share=share, spec=spec.model_dump(mode="json"),
-                   **{k: v for k, v in summary.items() if k != "final"})
-    return summary
+    return rows
 
 
-def _final(winner: ClassicalParams, train: str | os.PathLike[str], out: Path, users: str | os.PathLike[str],
-           history: str | os.PathLike[str] | None, exclude: str, k: int) -> dict[str, Any]:
+def _write_config(directory: Path, spec: TuneSpec, best: dict[str, Any], dataset: Path) -> None:
+    """The winner's train config on the dataset's whole training data, ready for ``rectool train``."""
+    from rectool.train.config import dump_config
+    from rectool.tune.space import model_config
+    from rectool.tune.trained import trial_config
+
+    model = spec.models[best["method"]]
+    model_dir = Path(model_config(model, best["params"]).train.model_dir + "_tuned")  # not the untuned model's
+    cfg = trial_config(model, best["params"], test_split(dataset, "none"), model_dir)
+    (directory / "config.yaml").write_text(dump_config(cfg))
+
+
+def _final_lists(winner: ClassicalParams, train: str | os.PathLike[str], out: Path, users: str | os.PathLike[str],
+                 history: str | os.PathLike[str] | None, exclude: str, k: int) -> dict[str, Any]:
     """The winner fitted on the whole train, top-k for ``users`` from ``history`` (default: train): exactly
     what ``rectool baseline`` with these parameters writes."""
     from rectool.retrieval.baselines import run_baseline
@@ -165,14 +229,33 @@ def _final(winner: ClassicalParams, train: str | os.PathLike[str], out: Path, us
                         k=k, params=winner)
 
 
+def _final_dataset(spec: TuneSpec, best: dict[str, Any], split: Split, out: Path, work: Path,
+                   k: int) -> dict[str, Any]:
+    """The winner on the dataset's whole train, top-k for its test users (``recalls/``; a trained model's
+    ``model/`` and ``export/`` beside it)."""
+    method = best["method"]
+    if method in spec.methods:
+        users, topk = classical_lists(CLASSICAL[method](**best["params"]), split, k)
+        return write_recalls(out / "recalls", users, topk, inputs=[split.dataset], method=method, **best["params"])
+    from rectool.tune.trained import fit_and_retrieve
+
+    _, paths = fit_and_retrieve(spec.models[method], best["params"], split, work / "final", k=k,
+                                variants=[best["retrieve"]])
+    for name, source in (("model", work / "final" / "model"), ("export", work / "final" / "export"),
+                         ("recalls", paths[0])):
+        shutil.move(source, out / name)
+    return {"output": os.fspath(out / "recalls"), "users": len(split.users), "method": method}
+
+
 def _write_trials(directory: Path, rows: list[dict[str, Any]], spec: TuneSpec) -> None:
     names = sorted({name for row in rows for name in row["params"]})
+    terms = sorted({name for row in rows for name in row["retrieve"]})
     with open(directory / "trials.csv", "w", newline="") as fh:
         writer = csv.writer(fh)
-        writer.writerow(["trial", "method", *names, spec.metric, "seconds"])
+        writer.writerow(["trial", "method", *names, *(f"retrieve.{t}" for t in terms), spec.metric, "seconds"])
         for row in rows:
             writer.writerow([row["trial"], row["method"], *(row["params"].get(n, "") for n in names),
-                             row[spec.metric], row["seconds"]])
+                             *(row["retrieve"].get(t, "") for t in terms), row[spec.metric], row["seconds"]])
     (directory / "trials.json").write_text(json.dumps(rows, indent=1) + "\n")
     _plot(directory / "trials.png", rows, spec)
 
