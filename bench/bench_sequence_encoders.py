@@ -22,12 +22,16 @@ Configurations are chosen on the validation split, never on test (``--grid``, as
 train split and evaluated on test. Without ``--grid`` each encoder runs its fixed configuration.
 
     python bench/bench_sequence_encoders.py [--datasets movielens-100k,amazon-beauty]
-        [--encoders mean,gru4rec,sasrec] [--epochs 20] [--grid NAME=JSON ...]
+        [--encoders mean,gru4rec,sasrec] [--epochs 20] [--grid NAME=JSON ...] [--fixed JSON]
+
+``--fixed`` applies settings chosen in advance (e.g. on another dataset's validation split) to every
+run, with no validation run: a recipe fixed before the dataset is seen.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 from pathlib import Path
 from typing import Any
@@ -81,7 +85,8 @@ def splits(name: str, spec: dict, src: Path, work: Path, validate: bool) -> tupl
     return test, build_split(name, spec, src, work, "valid") if validate else None
 
 
-def run_dataset(name: str, src: Path, epochs: int, encoders: list[str], grid: dict[str, dict[str, Any]]) -> dict:
+def run_dataset(name: str, src: Path, epochs: int, encoders: list[str], grid: dict[str, dict[str, Any]],
+                fixed: dict[str, Any] | None = None) -> dict:
     spec = DATASETS[name]
     work = DATA / "sequence_encoders" / name
     shutil.rmtree(work, ignore_errors=True)
@@ -92,7 +97,7 @@ def run_dataset(name: str, src: Path, epochs: int, encoders: list[str], grid: di
     key = f"recall@{spec['k'][0]}"
     rows, validation = [], []
     for encoder in encoders:
-        base = encoder_config(seq, work, encoder, n_items, epochs)
+        base = apply_overrides(encoder_config(seq, work, encoder, n_items, epochs), fixed or {})
         chosen: dict[str, Any] = {}
         if grid:
             scores = {}
@@ -110,6 +115,7 @@ def run_dataset(name: str, src: Path, epochs: int, encoders: list[str], grid: di
         log(f"{name}: {rows[-1]}")
     return {"split": spec["split"], "exclusion": spec["exclusion"], "items": n_items,
             "chosen_by": f"validation {key} (a split of train)" if grid else "fixed configuration",
+            "fixed": fixed or {},
             "validation": validation, "runs": rows}
 
 
@@ -118,11 +124,14 @@ def main() -> None:
     ap.add_argument("--datasets", default=",".join(DATASETS))
     ap.add_argument("--encoders", default=",".join(ENCODERS))
     ap.add_argument("--epochs", type=int, default=20)
+    ap.add_argument("--fixed", default="{}", help='settings fixed in advance for every run, e.g. '
+                                                  '\'{"model.loss.temperature": 0.1}\' (no validation run)')
     add_grid_option(ap)
     args = ap.parse_args()
     grid = parse_grid(args.grid)
+    fixed = json.loads(args.fixed)
     run_shared_datasets("sequence_encoders", DATASETS, args.datasets, lambda name, src: run_dataset(
-        name, src, args.epochs, args.encoders.split(","), grid))
+        name, src, args.epochs, args.encoders.split(","), grid, fixed))
 
 
 if __name__ == "__main__":

@@ -248,7 +248,8 @@ def output_lock(final: Path) -> Iterator[None]:
         os.close(fd)
 
 
-def _refuse_existing(final: Path, overwrite: bool) -> None:
+def refuse_existing(final: Path, overwrite: bool) -> None:
+    """An existing output is refused unless ``overwrite`` (checked again when the output is committed)."""
     if os.path.lexists(final) and not overwrite:
         raise UserError(f"output {final} already exists; pass --overwrite to replace it or choose another path")
 
@@ -256,14 +257,14 @@ def _refuse_existing(final: Path, overwrite: bool) -> None:
 @contextlib.contextmanager
 def _atomic(path: str | os.PathLike[str], overwrite: bool, make_dir: bool) -> Iterator[Path]:
     final = Path(os.fspath(path))
-    _refuse_existing(final, overwrite)  # before any work
+    refuse_existing(final, overwrite)  # before any work
     try:
         final.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise UserError(f"output {final}: cannot create its parent directory ({exc.strerror})") from exc
     with output_lock(final):
         sweep_leftovers(final)
-        _refuse_existing(final, overwrite)  # again, now that no other writer can get in between
+        refuse_existing(final, overwrite)  # again, now that no other writer can get in between
         tmp = final.parent / f".{final.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         if make_dir:
             tmp.mkdir()

@@ -123,62 +123,102 @@ def seqs(tmp_path_factory):
     return write_toy_sequences(tmp_path_factory.mktemp("seq"))
 
 
-@pytest.mark.parametrize("model", ["tdm", "nann"])
-def test_pair_scorers_train_on_two_processes_with_a_tiny_eval_set(seqs, tmp_path, model):
-    if model == "tdm":
-        from rectool.tree.build import init_tree
-        from rectool.tree.structure import load_tree
+SHIPPED = ["deepfm_tianchi", "wide_and_deep_tianchi", "din_tianchi", "dcn_v2_tianchi"]
 
-        init_tree(item_input_path=str(seqs / "items"), tree_output_dir=tmp_path / "tree", item_id_field="item_id",
-                  cate_id_field="category_id")
-        levels = load_tree(tmp_path / "tree").num_levels
-        cfg = candidate_config(seqs, tmp_path / "m", "tdm", tree=str(tmp_path / "tree"),
-                               layer_num_sample=[0] + [1] * (levels - 1), windows=[1, 2, 2])
-    else:
-        cfg = candidate_config(seqs, tmp_path / "m", "nann", negatives=5)
-    cfg["train"]["max_steps"] = 6
-    cfg.setdefault("eval", {})["max_rows"] = 3
-    proc = _train(cfg, tmp_path, "--nproc", 2)
+
+def _two_nodes_config(one_group: Path, where: Path) -> dict:
+    cfg = toy_config(one_group / "train", where / "model", eval_input=one_group / "eval")
+    # the same torch threads per process (a lone process on a "node" would take both cores):
+    # the same float sums, so the same weights
+    cfg["train"].update({"epochs": 1, "log_every": 2, "threads": 1})
+    return cfg
+
+
+def _resume_config(one_group: Path, where: Path) -> dict:
+    cfg = toy_config(one_group / "train", where / "model")
+    cfg["train"].update({"epochs": 2, "log_every": 2, "checkpoint_every": 4})
+    cfg["model"]["deep"]["dropout"] = 0.1
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def batch(seqs, tiny_ranking, one_group, tmp_path_factory):
+    """Every model below trained on 2 ranks in ONE torchrun job (``tests/dist_batch.py``): the shipped
+    ranking examples as they are (sparse_adam, their features) on the samples `dataset` makes, TDM and
+    NANN with a 3-row eval set, DeepFM on 6,000 rows with a 2,000-row eval set, and the uninterrupted
+    references of the two-node and the resume tests."""
+    from rectool.train.config import apply_overrides
+    from rectool.tree.build import init_tree
+    from rectool.tree.structure import load_tree
+
+    root = tmp_path_factory.mktemp("batch")
+    configs: dict[str, dict] = {}
+    samples = tiny_ranking["samples"]
+    for example in SHIPPED:
+        raw = yaml.safe_load((ROOT / "examples" / f"{example}.yaml").read_text())
+        configs[example] = apply_overrides(raw, [f"data.train_input={samples}/train", f"data.eval_input={samples}/eval",
+                                                 "train.max_steps=3", f"train.model_dir={root / example}"])
+    init_tree(item_input_path=str(seqs / "items"), tree_output_dir=root / "tree", item_id_field="item_id",
+              cate_id_field="category_id")
+    levels = load_tree(root / "tree").num_levels
+    configs["tdm"] = candidate_config(seqs, root / "tdm", "tdm", tree=str(root / "tree"),
+                                      layer_num_sample=[0] + [1] * (levels - 1), windows=[1, 2, 2])
+    configs["nann"] = candidate_config(seqs, root / "nann", "nann", negatives=5)
+    for name in ("tdm", "nann"):
+        configs[name]["train"]["max_steps"] = 6
+        configs[name].setdefault("eval", {})["max_rows"] = 3
+    write_toy_ctr(root / "ctr_train", rows=6000, seed=0)
+    write_toy_ctr(root / "ctr_eval", rows=2000, seed=1, files=1)
+    configs["deepfm"] = toy_config(root / "ctr_train", root / "deepfm", eval_input=root / "ctr_eval")
+    configs["deepfm"]["train"]["epochs"] = 1
+    configs["two_nodes_reference"] = _two_nodes_config(one_group, root / "two_nodes_reference")
+    configs["resume_reference"] = _resume_config(one_group, root / "resume_reference")
+    paths = []
+    for name, cfg in configs.items():
+        paths.append(root / f"{name}.yaml")
+        paths[-1].write_text(yaml.safe_dump(cfg))
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                           str(ROOT / "tests" / "dist_batch.py"), *map(str, paths)], cwd=ROOT, capture_output=True,
+                          text=True, timeout=600, env={**os.environ, "COLUMNS": "400"})
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert _evals(tmp_path / "m")[-1]["rows"] > 0
+    return root
 
 
-def test_two_nodes_on_localhost_equal_two_processes_on_one(one_group, tmp_path):
-    def config(where: Path) -> dict:
-        cfg = toy_config(one_group / "train", where / "model", eval_input=one_group / "eval")
-        # the same torch threads per process (a lone process on a "node" would take both cores):
-        # the same float sums, so the same weights
-        cfg["train"].update({"epochs": 1, "log_every": 2, "threads": 1})
-        return cfg
+@pytest.mark.parametrize("example", SHIPPED)
+def test_shipped_ranking_examples_train_on_two_processes(batch, example):
+    assert _weights(batch / example)["step"] == 3 and _evals(batch / example)[-1]["rows"] > 0
 
-    (tmp_path / "one").mkdir()
+
+@pytest.mark.parametrize("model", ["tdm", "nann"])
+def test_pair_scorers_train_on_two_processes_with_a_tiny_eval_set(batch, model):
+    assert _evals(batch / model)[-1]["rows"] > 0
+
+
+def test_eval_is_gathered_from_every_rank(batch):
+    assert _evals(batch / "deepfm")[-1]["rows"] == 2000, "eval predictions gathered from both ranks"
+    # 6000 rows, 2 ranks, 12 units: each rank gets ~3000 rows -> 12 steps of 256
+    assert _weights(batch / "deepfm")["step"] == 12
+
+
+def test_two_nodes_on_localhost_equal_two_processes_on_one(one_group, batch, tmp_path):
     (tmp_path / "two").mkdir()
-    assert _train(config(tmp_path / "one"), tmp_path / "one", "--nproc", 2).returncode == 0
     port = _free_port()
-    nodes = [_train(config(tmp_path / "two"), tmp_path / "two", "--nnodes", 2, "--node-rank", r, "--master-addr",
-                    "127.0.0.1", "--master-port", port, wait=False) for r in (0, 1)]
+    nodes = [_train(_two_nodes_config(one_group, tmp_path / "two"), tmp_path / "two", "--nnodes", 2, "--node-rank", r,
+                    "--master-addr", "127.0.0.1", "--master-port", port, wait=False) for r in (0, 1)]
     outs = [n.communicate(timeout=300) for n in nodes]
     assert [n.returncode for n in nodes] == [0, 0], [o[1][-2000:] for o in outs]
     assert outs[0][0].strip() == str(tmp_path / "two" / "model") and outs[1][0].strip() == ""
-    one, two = _weights(tmp_path / "one" / "model"), _weights(tmp_path / "two" / "model")
+    one, two = _weights(batch / "two_nodes_reference" / "model"), _weights(tmp_path / "two" / "model")
     assert one["step"] == two["step"]
     for k, v in one["model"].items():
         assert torch.allclose(v.float(), two["model"][k].float(), atol=1e-6), k
 
 
-def test_resume_after_a_killed_two_process_run_equals_an_uninterrupted_one(one_group, tmp_path):
-    def config(where: Path) -> dict:
-        cfg = toy_config(one_group / "train", where / "model")
-        cfg["train"].update({"epochs": 2, "log_every": 2, "checkpoint_every": 4})
-        cfg["model"]["deep"]["dropout"] = 0.1
-        return cfg
-
-    for name in ("whole", "killed"):
-        (tmp_path / name).mkdir()
-    assert _train(config(tmp_path / "whole"), tmp_path / "whole", "--nproc", 2).returncode == 0
+def test_resume_after_a_killed_two_process_run_equals_an_uninterrupted_one(one_group, batch, tmp_path):
+    (tmp_path / "killed").mkdir()
     # rank 1 dies at step 7; rank 0 had checkpointed step 4
     start = time.monotonic()
-    proc = _train(config(tmp_path / "killed"), tmp_path / "killed", "--nproc", 2,
+    proc = _train(_resume_config(one_group, tmp_path / "killed"), tmp_path / "killed", "--nproc", 2,
                   env={"RECTOOL_FAULT": "train.step:7", "RECTOOL_FAULT_RANK": "1"})
     assert proc.returncode != 0 and time.monotonic() - start < 60
     lines = proc.stderr.strip().splitlines()
@@ -186,9 +226,9 @@ def test_resume_after_a_killed_two_process_run_equals_an_uninterrupted_one(one_g
     assert lines[-1] == f"error: distributed training stopped, rank 1 failed: killed by SIGKILL (every rank's " \
                         f"output: {logs})", proc.stderr[-3000:]
     assert "Traceback" not in proc.stderr and (logs / "launcher.log").is_file()
-    proc = _train(config(tmp_path / "killed"), tmp_path / "killed", "--nproc", 2)
+    proc = _train(_resume_config(one_group, tmp_path / "killed"), tmp_path / "killed", "--nproc", 2)
     assert proc.returncode == 0 and "resuming from" in proc.stderr, proc.stderr[-3000:]
-    whole, resumed = _weights(tmp_path / "whole" / "model"), _weights(tmp_path / "killed" / "model")
+    whole, resumed = _weights(batch / "resume_reference" / "model"), _weights(tmp_path / "killed" / "model")
     assert whole["step"] == resumed["step"] == 12
     for k, v in whole["model"].items():
         assert torch.allclose(v.float(), resumed["model"][k].float(), atol=1e-6), k
@@ -226,6 +266,7 @@ def exports(seqs, tmp_path_factory):
 
     from helpers import retrieval_config
     from rectool.train.config import Config
+    from rectool.train.export import export
     from rectool.train.trainer import train
 
     root = tmp_path_factory.mktemp("exports")
@@ -237,9 +278,7 @@ def exports(seqs, tmp_path_factory):
     ctr["train"]["max_steps"] = 5
     train(Config.model_validate(ctr), device="cpu")
     for name in ("tt", "fm"):
-        proc = subprocess.run([sys.executable, "-m", "rectool", "export", "--model-dir", str(root / name),
-                               "--export-dir", str(root / f"{name}_ex")], cwd=ROOT, capture_output=True, text=True)
-        assert proc.returncode == 0, proc.stderr
+        export(root / name, root / f"{name}_ex")
     (root / "items").mkdir()
     pq.write_table(pq.read_table(seqs / "items"), root / "items" / "part-0.parquet", row_group_size=64)
     (root / "users").mkdir()
@@ -337,14 +376,3 @@ def test_a_program_on_another_device_takes_cpu_inputs_and_gives_cpu_outputs():
     assert resolve_device("cpu", 0).type == "cpu"
     if not torch.cuda.is_available():
         assert resolve_device("auto", 0).type == "cpu"
-
-
-@pytest.mark.parametrize("example", ["deepfm_tianchi", "wide_and_deep_tianchi", "din_tianchi", "dcn_v2_tianchi"])
-def test_shipped_ranking_examples_train_on_two_processes(tiny_ranking, tmp_path, example):
-    """The shipped configs as they are (sparse_adam, their features), on the samples `dataset` makes."""
-    samples = tiny_ranking["samples"]
-    proc = _rectool("train", "-c", ROOT / "examples" / f"{example}.yaml", "--nproc", 2, "--device", "cpu",
-                    "--set", f"data.train_input={samples}/train", "--set", f"data.eval_input={samples}/eval",
-                    "--set", "train.max_steps=3", "--set", f"train.model_dir={tmp_path / 'm'}")
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert _weights(tmp_path / "m")["step"] == 3 and _evals(tmp_path / "m")[-1]["rows"] > 0

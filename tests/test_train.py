@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pyarrow as pa
@@ -13,7 +11,7 @@ import pytest
 import torch
 import yaml
 
-from helpers import ROOT, shared_path, toy_config, write_toy_ctr
+from helpers import shared_path, toy_config, write_toy_ctr
 from rectool.artifacts import open_dataset
 from rectool.train import checkpoint as ckpt
 from rectool.train.config import Config, load_config
@@ -118,22 +116,6 @@ def test_other_config_in_same_model_dir_is_refused(toy, tmp_path):
 
     with pytest.raises(UserError, match="checkpoints come from another config"):
         train(_cfg(toy, tmp_path, **{"train.epochs": 1, "features.0.embedding_dim": 4}))
-
-
-def test_two_process_gloo_run(toy, tmp_path):
-    cfg = toy_config(toy / "train", tmp_path / "model", eval_input=toy / "eval")
-    cfg["train"]["epochs"] = 1
-    path = tmp_path / "c.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    proc = subprocess.run([sys.executable, "-m", "rectool", "train", "--config", str(path), "--nproc", "2",
-                           "--device", "cpu"], capture_output=True, text=True, cwd=ROOT, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert proc.stdout.strip() == str(tmp_path / "model"), "only rank 0 prints the model dir"
-    losses, evals = _losses(tmp_path / "model")
-    assert evals and evals[-1]["rows"] == 2000, "eval predictions gathered from both ranks"
-    state = ckpt.load(ckpt.list_checkpoints(tmp_path / "model")[-1])
-    # 6000 rows, 2 ranks, 12 units: each rank gets ~3000 rows -> 12 steps of 256
-    assert state["step"] == 12
 
 
 def test_export_predict_equals_in_memory_model(toy, tmp_path, cli):

@@ -285,7 +285,8 @@ def test_trained_model_search_errors_are_one_line(tmp_path, cli):
     space = tmp_path / "space.yaml"
     space.write_text(yaml.safe_dump({"models": {"tt": {"config": str(tmp_path / "tt.yaml"),
                                                        "params": {"model.loss.temprature": [0.1]}}}}))
-    with pytest.raises(UserError, match=r"models.tt.params.model.loss.temprature does not fit the config .*tt.yaml: model.*temprature: unknown key"):
+    fits = r"models.tt.params.model.loss.temprature does not fit the config .*tt.yaml: model.*temprature: unknown key"
+    with pytest.raises(UserError, match=fits):
         load_spec(space)
     space.write_text(yaml.safe_dump({"models": {"als": {"config": str(tmp_path / "tt.yaml")}}}))
     with pytest.raises(UserError, match="the name of a classical method"):

@@ -82,12 +82,17 @@ NprocOpt = Annotated[int, typer.Option("--nproc", min=1, help="Processes to spli
                                                                "all are done).")]
 
 
-def run_sharded(command: str, nproc: int) -> None:
+def run_sharded(command: str, nproc: int, output: Path | str, overwrite: bool) -> None:
     """Under ``--nproc N`` (and not already inside a launched job): run this same command line on N
-    processes (``rectool.sharding``) and exit with the job's code; otherwise return and run here."""
+    processes (``rectool.sharding``) and exit with the job's code; otherwise return and run here. An
+    existing output is refused before the processes start, not after."""
     if nproc == 1 or "WORLD_SIZE" in os.environ:
         return
+    from rectool.artifacts import refuse_existing
     from rectool.launch import LaunchOptions, launch
+
+    if str(output) != "-":
+        refuse_existing(Path(output), overwrite)
 
     args, skip = [], False
     for arg in sys.argv[1:]:  # the same command line, without --nproc

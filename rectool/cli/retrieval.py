@@ -167,7 +167,7 @@ def retrieve(
     from rectool.retrieval.retrieve import retrieve as run_retrieve
 
     console.set_quiet(quiet)
-    run_sharded("retrieve", nproc)
+    run_sharded("retrieve", nproc, output, overwrite)
 
     def counts(flag: str, text: str | None, least: int) -> list[int]:
         return parse_list(text, flag, whole(least, MAX_SEARCH), "", error=f"give whole numbers of at least {least} "

@@ -161,7 +161,7 @@ def predict(
     from rectool.train.predict import predict as run_predict
 
     console.set_quiet(quiet)
-    run_sharded("predict", nproc)
+    run_sharded("predict", nproc, output, overwrite)
     reserved = comma_list(reserved_columns) or ["user_id", "item_id"]
     outputs = comma_list(output_columns) or ["score"]
     with worker_guard():
@@ -193,7 +193,7 @@ def embed(
     from rectool.retrieval.embed import embed as run_embed
 
     console.set_quiet(quiet)
-    run_sharded("embed", nproc)
+    run_sharded("embed", nproc, output, overwrite)
     with worker_guard():
         summary = run_embed(model, items, output, id_column, comma_list(reserved_columns), batch_size, program,
                             overwrite, device.value)

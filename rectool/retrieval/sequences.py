@@ -49,8 +49,8 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from pathlib import Path
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal, get_args
 
 import numpy as np
@@ -59,9 +59,9 @@ import pyarrow.parquet as pq
 
 from rectool import console
 from rectool.artifacts import atomic_dir, write_meta
-from rectool.retrieval.choices import Holdout
 from rectool.duck import Events, bound, duck_session, open_events
 from rectool.errors import UserError
+from rectool.retrieval.choices import Holdout
 
 Protocol = Literal["user-split", "leave-one-out", "given"]
 Targets = Literal["all", "last", "set"]
