@@ -288,6 +288,9 @@ def test_trained_model_search_errors_are_one_line(tmp_path, cli):
     fits = r"models.tt.params.model.loss.temprature does not fit the config .*tt.yaml: model.*temprature: unknown key"
     with pytest.raises(UserError, match=fits):
         load_spec(space)
+    space.write_text(yaml.safe_dump({"models": {"tt": {"config": str(tmp_path / "missing.yaml")}}}))
+    with pytest.raises(UserError, match=r"models.tt.config: config .*missing.yaml: no such file"):
+        load_spec(space)
     space.write_text(yaml.safe_dump({"models": {"als": {"config": str(tmp_path / "tt.yaml")}}}))
     with pytest.raises(UserError, match="the name of a classical method"):
         load_spec(space)

@@ -163,6 +163,10 @@ def load_spec(path: str | Path) -> TuneSpec:
         raise UserError(f"{path}: the search space must be a mapping (metric, sampler, methods, ...)")
     spec = validate_file(path, raw, TuneSpec)
     for label, model in spec.models.items():  # every searched path must give a valid config, before any trial
+        try:
+            model_config(model, {})
+        except UserError as exc:
+            raise UserError(f"--space {path}: models.{label}.config: {exc}") from None
         for name, domain in model.params.items():
             first = domain[0] if isinstance(domain, list) else (int(domain.low) if domain.int else domain.low)
             try:
