@@ -43,10 +43,10 @@ def two_tower(seq: Path, work: Path, n_items: int, dim: int) -> Path:
 
 
 def space(model_config: Path, trials: int, budget: float, k: int, repeats: bool) -> dict[str, Any]:
-    retrieve: dict[str, Any] = {"item_similarity": [0, 0.35], "item_to_item": [0, 0.35]}
+    retrieve: dict[str, Any] = {"item_similarity": [0, 0.35], "item_to_item": [0, 0.35],
+                                "repeat_column": "hist_item_ids"}  # the item-id history the terms read
     if repeats:  # taobao: a bought item is often in the user's cart
         retrieve["repeat_bonus"] = [None, 1.0]
-        retrieve["repeat_column"] = "hist_item_ids"
     return {"metric": f"recall@{k}", "sampler": "tpe", "trials": trials, "budget_minutes": budget, "seed": 7,
             "models": {"two_tower": {"config": str(model_config),
                                      "params": {"model.loss.temperature": [0.05, 0.1, 0.2],

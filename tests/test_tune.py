@@ -121,6 +121,8 @@ def test_tune_patience_stops_the_search(tmp_path, cli):
     cli("tune", "--space", space, "--train", tmp_path / "train.parquet", "--holdout", "random", "-o", tmp_path / "t")
     assert json.loads((tmp_path / "t" / "_meta.json").read_text())["trials"] == 3
     assert not (tmp_path / "t" / "recalls").exists()
+    with open(tmp_path / "t" / "trials.csv") as fh:  # the one configuration is fitted once, then looked up
+        assert [row["repeat_of"] for row in csv.DictReader(fh)] == ["", "0", "0"]
 
 
 def test_validation_exclusions_leave_the_held_out_truth_retrievable(tmp_path):

@@ -14,7 +14,8 @@ sampler), ``tpe`` and ``random`` sample within the budget; the study stops at ``
 Trials run one at a time: each already uses both cores, and two at once would fight for them.
 
 Outputs (``--output DIR``, atomic):
-    ``trials.csv``   every trial: number, method, settings, retrieve terms, the metric, seconds
+    ``trials.csv``   every trial: number, method, settings, retrieve terms, the metric, seconds (a
+                     configuration proposed again is not fitted again: its row names the trial it repeats)
     ``trials.json``  the same, with every retrieve variant of a trained trial
     ``trials.png``   the metric of each trial and the best so far
     ``best.yaml``    the chosen method, its settings (and retrieve terms) and validation metric
@@ -171,19 +172,24 @@ def _search(spec: TuneSpec, split: Split, work: Path) -> list[dict[str, Any]]:
 
     study = optuna.create_study(direction="maximize", sampler=_sampler(spec))
     rows: list[dict[str, Any]] = []
+    seen: dict[str, dict[str, Any]] = {}  # a configuration TPE proposes again is not fitted again
 
     def objective(trial: Any) -> float:
         method = trial.suggest_categorical("method", [*spec.methods, *spec.models])
+        space = spec.methods[method] if method in spec.methods else spec.models[method].params
+        settings = {name: _suggest(trial, f"{method}.{name}", domain) for name, domain in space.items()}
+        key = json.dumps([method, settings], sort_keys=True, default=str)
+        if key in seen:
+            rows.append({**seen[key], "trial": trial.number, "seconds": 0.0, "repeat_of": seen[key]["trial"]})
+            return rows[-1][spec.metric]
         start = time.perf_counter()
         row: dict[str, Any] = {"trial": trial.number, "method": method, "retrieve": {}}
         if method in spec.methods:
-            params = CLASSICAL[method](**{name: _suggest(trial, f"{method}.{name}", domain)
-                                          for name, domain in spec.methods[method].items()})
+            params = CLASSICAL[method](**settings)
             row["params"] = params.model_dump(exclude={"method"})
             row[spec.metric] = round(evaluate_params(params, split, spec), 6)
         else:
             model = spec.models[method]
-            settings = {name: _suggest(trial, f"{method}.{name}", domain) for name, domain in model.params.items()}
             variants = model.retrieve.variants()
             _, paths = fit_and_retrieve(model, settings, split, work / f"trial-{trial.number}", k=spec.k,
                                         variants=variants)
@@ -195,6 +201,7 @@ def _search(spec: TuneSpec, split: Split, work: Path) -> list[dict[str, Any]]:
             row[spec.metric] = values[pick]
         row["seconds"] = round(time.perf_counter() - start, 2)
         rows.append(row)
+        seen[key] = row
         return row[spec.metric]
 
     def stop_early(study: Any, trial: Any) -> None:
@@ -252,10 +259,12 @@ def _write_trials(directory: Path, rows: list[dict[str, Any]], spec: TuneSpec) -
     terms = sorted({name for row in rows for name in row["retrieve"]})
     with open(directory / "trials.csv", "w", newline="") as fh:
         writer = csv.writer(fh)
-        writer.writerow(["trial", "method", *names, *(f"retrieve.{t}" for t in terms), spec.metric, "seconds"])
+        writer.writerow(["trial", "method", *names, *(f"retrieve.{t}" for t in terms), spec.metric, "seconds",
+                         "repeat_of"])
         for row in rows:
             writer.writerow([row["trial"], row["method"], *(row["params"].get(n, "") for n in names),
-                             *(row["retrieve"].get(t, "") for t in terms), row[spec.metric], row["seconds"]])
+                             *(row["retrieve"].get(t, "") for t in terms), row[spec.metric], row["seconds"],
+                             row.get("repeat_of", "")])
     (directory / "trials.json").write_text(json.dumps(rows, indent=1) + "\n")
     _plot(directory / "trials.png", rows, spec)
 
