@@ -251,7 +251,7 @@ def test_tune_trains_a_model_on_a_carved_split_and_refits_the_winner(tmp_path, c
 def test_tune_uses_a_datasets_own_validation_split(tmp_path, cli):
     """leave-one-out with --n-valid: the second-to-last item is the validation truth, the last never read."""
     from rectool.retrieval.sequences import build_next_item
-    from rectool.tune.splits import dataset_split
+    from rectool.tune.splits import dataset_split, sample_users
 
     rows = [(u, (u % 3) * 30 + (k * 7 + u) % 30, k) for u in range(60) for k in range(8)]
     build_next_item(str(_events(tmp_path / "ev", rows)), tmp_path / "loo", protocol="leave-one-out",
@@ -261,10 +261,18 @@ def test_tune_uses_a_datasets_own_validation_split(tmp_path, cli):
     valid = _table(tmp_path / "loo" / "valid" / "truth")
     assert split.truth.lists.to_lists() == [[valid[u]["item_ids"][0]] for u in sorted(valid)]
     assert split.inputs == tmp_path / "loo" / "valid" / "inputs"
+    # a seeded sample of the validation users: their inputs and truth, nothing else
+    sample = sample_users(split, 10, 7, tmp_path / "work")
+    assert len(sample.users) == 10 and set(sample.users) < set(split.users)
+    assert sorted(_table(sample.inputs)) == sample.users.tolist()
+    assert sample.truth.lists.to_lists() == [[valid[u]["item_ids"][0]] for u in sample.users]
+    assert sample_users(split, 1000, 7, tmp_path / "work") is split
     space = tmp_path / "space.yaml"
-    space.write_text(yaml.safe_dump({"metric": "hit_rate@5", "sampler": "grid", "methods": {"ease": {"l2": [10.0]}}}))
+    space.write_text(yaml.safe_dump({"metric": "hit_rate@5", "sampler": "grid", "validation_users": 10,
+                                     "methods": {"ease": {"l2": [10.0]}}}))
     cli("tune", "--space", space, "--dataset", tmp_path / "loo", "--final", "-o", tmp_path / "t")
-    assert read_recalls(tmp_path / "t" / "recalls").user_ids.tolist() == list(range(60))
+    assert json.loads((tmp_path / "t" / "_meta.json").read_text())["validation_users"] == 10
+    assert read_recalls(tmp_path / "t" / "recalls").user_ids.tolist() == list(range(60))  # the final: every user
 
 
 @pytest.mark.parametrize("args, message", [

@@ -8,6 +8,7 @@ Inputs: a YAML file; output: a frozen, validated ``TuneSpec`` (one-line errors n
     budget_minutes: 30          # no trial starts after this
     patience: 15                # stop after this many trials without a better one (0: never)
     seed: 7
+    validation_users: 3000      # a seeded sample of the validation users scores every trial (default: all)
     methods:                    # one entry per method; its parameters: a list (choose one) or a range
       als:
         factors: [64, 128, 256]
@@ -120,6 +121,9 @@ class TuneSpec(_Frozen):
     budget_minutes: float = Field(default=30.0, gt=0)
     patience: int = Field(default=0, ge=0)
     seed: int = 7
+    validation_users: int | None = Field(default=None, ge=1, description="score every trial on a seeded sample of "
+                                         "this many validation users (all when unset): a trained trial's "
+                                         "retrieval costs in proportion")
     methods: dict[TunableMethod, dict[str, Domain]] = {}
     models: dict[str, TrainedSpace] = {}
 

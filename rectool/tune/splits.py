@@ -11,6 +11,8 @@ models). Output: a ``Split``:
     dataset   a next-item dataset a trained model learns from (``train/``) and embeds (``items/``)
     inputs    the validation users' inputs there (``retrieve --users``)
 
+``sample_users`` narrows a split to a seeded sample of its users (the search's ``validation_users``).
+
 A dataset brings its validation split with it when it has one (``valid/``: the user-split and
 leave-one-out protocols with ``--n-valid``). A ``given`` dataset has none: it is rebuilt from its own
 training events (the paths in its ``_meta.json``) with the held-out events carved from them
@@ -30,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 
 from rectool.artifacts import check_kind, read_meta
 from rectool.errors import UserError
@@ -49,6 +52,29 @@ class Split:
     exclude: UserLists | None
     dataset: Path | None = None
     inputs: Path | None = None
+
+
+def sample_users(split: Split, n: int, seed: int, work: Path) -> Split:
+    """The split for a seeded sample of ``n`` of its users (the same users for every trial); a dataset's
+    inputs are written to ``work`` for the sample."""
+    if len(split.users) <= n:
+        return split
+    users = np.sort(np.random.default_rng(seed).choice(split.users, n, replace=False))
+    truth = None if split.truth is None else \
+        UserLists(users, split.truth.lists.take(split.truth.rows_of(users)))
+    inputs = split.inputs
+    if inputs is not None:
+        import pyarrow.compute as pc
+        import pyarrow.parquet as pq
+
+        from rectool.artifacts import open_dataset
+
+        table = open_dataset(inputs, "--dataset").to_table()
+        (work / "sampled_inputs").mkdir(parents=True, exist_ok=True)
+        inputs = work / "sampled_inputs"
+        pq.write_table(table.filter(pc.is_in(table["user_id"], value_set=pa.array(users))),
+                       inputs / "part-00000.parquet")
+    return Split(split.train, split.history, users, truth, split.exclude, split.dataset, inputs)
 
 
 def _with_truth(held: UserLists) -> np.ndarray:
@@ -105,8 +131,6 @@ def dataset_split(dataset: Path, work: Path, holdout: Holdout, *, share: float, 
         if holdout_table is None:
             raise UserError("--holdout table needs --holdout-table (the validation pairs)")
         held = read_user_lists(holdout_table, "--holdout-table")
-        import pyarrow as pa
-
         pairs = pa.table({"user_id": np.repeat(held.user_ids, held.lists.lengths()), "item_id": held.lists.values})
     params = dict(meta.get("params") or {})
     built = work / "valid_dataset"

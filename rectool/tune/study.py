@@ -55,7 +55,7 @@ from rectool.retrieval.formats import UserLists, read_recalls, write_recalls
 from rectool.retrieval.metrics import topk_metrics
 from rectool.tune import Holdout
 from rectool.tune.space import Range, TuneSpec
-from rectool.tune.splits import Split, dataset_split, lists_split, test_split
+from rectool.tune.splits import Split, dataset_split, lists_split, sample_users, test_split
 
 TUNE_KIND = "tune"
 
@@ -123,6 +123,8 @@ def run_tune(spec: TuneSpec, output: str | os.PathLike[str], *, train: str | os.
             assert train is not None
             split = lists_split(train, holdout, share=share, min_items=min_items, seed=spec.seed,
                                 holdout_table=holdout_table, exclude=exclude)
+        if spec.validation_users is not None:
+            split = sample_users(split, spec.validation_users, spec.seed, work)
         rows = _search(spec, split, work)
         best = max(rows, key=lambda r: r[spec.metric])
         summary: dict[str, Any] = {"trials": len(rows), "best_trial": best["trial"], "method": best["method"],
