@@ -44,6 +44,7 @@ import pyarrow as pa
 from rectool.artifacts import check_kind, open_dataset, require_columns
 from rectool.badinput import Inputs, reading
 from rectool.errors import UserError
+from rectool.scratch import scratch_dir
 from rectool.tablefile import format_of
 
 EVENT_COLUMNS = ("user_id", "item_id", "category_id", "behavior", "time")
@@ -170,24 +171,6 @@ def check_memory_limit(text: str) -> str:
     return text.replace(" ", "")
 
 
-def _sweep_spills(base: Path | None) -> None:
-    """Spill folders of DuckDB sessions whose process was killed (their pid is in the name)."""
-    for folder in Path(base if base is not None else tempfile.gettempdir()).glob("rectool-duckdb-*-*"):
-        pid = folder.name.split("-")[2]
-        if pid.isdigit() and not _alive(int(pid)):
-            shutil.rmtree(folder, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 @contextlib.contextmanager
 def duck_session(threads: int | None = None, memory_limit: str = "2GB",
                  temp_dir: str | os.PathLike[str] | None = None, inputs: Inputs = (),
@@ -209,8 +192,8 @@ def duck_session(threads: int | None = None, memory_limit: str = "2GB",
             base.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise UserError(f"--temp-dir {base}: cannot create it ({exc.strerror})") from exc
-    _sweep_spills(base)
-    spill = Path(tempfile.mkdtemp(prefix=f"rectool-duckdb-{os.getpid()}-", dir=base))
+    # spill folders of sessions whose process was killed go here too
+    spill = scratch_dir(base if base is not None else Path(tempfile.gettempdir()), "rectool-duckdb")
     con = quiet_duckdb(memory_limit=limit, temp_directory=str(spill), preserve_insertion_order=False,
                        **({"threads": threads} if threads else {}))
     try:

@@ -113,8 +113,22 @@ def test_tune_grid_tries_every_point_and_refits_the_winner(tmp_path, cli):
     assert "already exists; pass --overwrite" in res.stderr
 
 
+def _dead_pid() -> int:
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    return int(proc.stdout)
+
+
 def test_tune_patience_stops_the_search(tmp_path, cli):
     _toy(tmp_path)
+    import os
+
+    killed = tmp_path / f".t.tune-{_dead_pid()}-abc"  # the work folder of a killed tune: swept
+    running = tmp_path / f".t.tune-{os.getpid()}-def"  # a live one's: kept
+    for folder in (killed, running):
+        (folder / "trial-0").mkdir(parents=True)
     space = tmp_path / "space.yaml"
     space.write_text(yaml.safe_dump({"metric": "ndcg@5", "sampler": "random", "trials": 30, "patience": 2,
                                      "methods": {"ease": {"l2": [5.0]}}}))  # one value: nothing beats trial 0
@@ -123,6 +137,7 @@ def test_tune_patience_stops_the_search(tmp_path, cli):
     assert not (tmp_path / "t" / "recalls").exists()
     with open(tmp_path / "t" / "trials.csv") as fh:  # the one configuration is fitted once, then looked up
         assert [row["repeat_of"] for row in csv.DictReader(fh)] == ["", "0", "0"]
+    assert sorted(p.name for p in tmp_path.glob(".t.tune-*")) == [running.name]
 
 
 def test_validation_exclusions_leave_the_held_out_truth_retrievable(tmp_path):

@@ -37,7 +37,6 @@ import csv
 import json
 import os
 import shutil
-import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -53,6 +52,7 @@ from rectool.retrieval.baselines import classical_topk
 from rectool.retrieval.classical import CLASSICAL, ClassicalParams
 from rectool.retrieval.formats import UserLists, read_recalls, write_recalls
 from rectool.retrieval.metrics import topk_metrics
+from rectool.scratch import scratch_dir
 from rectool.tune import Holdout
 from rectool.tune.space import Range, TuneSpec
 from rectool.tune.splits import Split, dataset_split, lists_split, sample_users, test_split
@@ -112,9 +112,8 @@ def run_tune(spec: TuneSpec, output: str | os.PathLike[str], *, train: str | os.
     if final_k < 1:
         raise UserError(f"--final-k {final_k}: recommend at least one item")
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # a failing trial is our one-line error, not its log
-    parent = Path(output).absolute().parent
-    parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{Path(output).name}.tune-", dir=parent))
+    # trial models, exports and the validation dataset; a killed run's folder goes at the next run
+    work = scratch_dir(Path(output).absolute().parent, f".{Path(output).name}.tune")
     try:
         if dataset is not None:
             split = dataset_split(Path(dataset), work, holdout, share=share, min_items=min_items, seed=spec.seed,
